@@ -1,0 +1,380 @@
+"""Group advantages: GRPO, RLOO, Tang et al. (k = n), and Chen et al.'s Pass@k Training variants.
+
+Axis legend: ``P`` prompts, ``G`` samples per prompt (= n). Every function maps rewards ``[..., G]`` to
+per-sample advantages ``[..., G]`` (float32, or float64 for float64 input); leading axes are batch. An
+optional bool ``mask`` marks valid samples: invalid ones get 0 and do not count in n. ``k`` may be a
+Python int (validated eagerly) or a traced integer scalar (no recompilation when it changes).
+
+Conventions chosen here (``spec/passk_training.md``):
+
+* **GRPO uses the population std** (ddof = 0): ``(r - mean) / std``. This is Chen et al.'s Eq. 1-3
+  and makes the analytical Pass@k advantage at k = 1 *exactly* GRPO. Groups with zero std get 0
+  (verl adds 1e-6 to the std instead, which gives 0 there too, and uses ddof = 1; multiply by
+  ``sqrt((n-1)/n)`` to convert).
+* **Pass@k advantages (analytical)** are the response-level Eqs. 14-15, zero-sum per prompt, computed
+  ε-free from ``1 - R = C(n-c, k)/C(n, k)`` as ``A_pos = sqrt((1-R)/R)``, ``A_neg = -(c/(n-c)) A_pos``;
+  saturated groups (c = 0, c = n, n - c < k) get exactly 0.
+* **Binary inputs** (Pass@k Training variants) must be exactly 0/1. Concrete arrays with other values
+  raise ``ValueError``; under ``jit`` the check cannot raise, so a group holding a non-binary valid
+  reward gets NaN advantages (caught by the RL loop's non-finite check) instead of a silent pass-through.
+
+Registry: ``ADVANTAGES[name](rewards, *, k, mask, key)``; configs store the name. PKPO's transforms
+(``pkpo_s``, ``pkpo_sloo``, ``pkpo_sloo_minus_one``) are registered here too, so a trainer needs one
+lookup for every per-sample weighting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from passk_jax import estimators as E
+
+Array = jax.Array
+
+__all__ = [
+    "ADVANTAGES",
+    "BINARY_ONLY",
+    "NEEDS_KEY",
+    "bootstrap_passk_advantages",
+    "combination_advantages",
+    "compute_advantages",
+    "full_sampling_passk_advantages",
+    "grpo_advantages",
+    "passk_advantages",
+    "rloo_advantages",
+    "tang_advantages",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared helpers.
+
+
+def _valid_count(mask: Array | None, rewards: Array) -> Array:
+    if mask is None:
+        return jnp.full(rewards.shape[:-1] + (1,), rewards.shape[-1], rewards.dtype)
+    return jnp.sum(mask, axis=-1, keepdims=True).astype(rewards.dtype)
+
+
+def _static_n(rewards: Any) -> int | None:
+    return jnp.shape(rewards)[-1] if jnp.ndim(rewards) else None
+
+
+def _require_n(rewards: Any, at_least: int, what: str) -> None:
+    n = _static_n(rewards)
+    if n is not None and n < at_least:
+        raise ValueError(f"`rewards` has n = {n} samples per group; {what} needs n >= {at_least}.")
+
+
+def _check_binary(rewards: Array, mask: Array | None, name: str) -> Array:
+    """Returns a ``[..., 1]`` bool "group is binary"; raises eagerly on concrete non-binary input."""
+    is01 = (rewards == 0) | (rewards == 1)
+    if mask is not None:
+        is01 = is01 | ~mask
+    ok = jnp.all(is01, axis=-1, keepdims=True)
+    try:
+        concrete = np.asarray(ok)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return ok
+    if not concrete.all():
+        bad = np.asarray(rewards)[~np.asarray(is01)]
+        raise ValueError(
+            f"`rewards` passed to {name} must be binary (exactly 0 or 1); found non-binary values such as "
+            f"{bad[:5].tolist()}. Use a PKPO transform (pkpo_rewards) for continuous rewards."
+        )
+    return ok
+
+
+def _masked_mean_std(x: Array, mask: Array | None) -> tuple[Array, Array, Array]:
+    n = _valid_count(mask, x)
+    w = jnp.ones_like(x) if mask is None else mask.astype(x.dtype)
+    mean = jnp.sum(x * w, axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    var = jnp.sum(w * (x - mean) ** 2, axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    return mean, jnp.sqrt(var), n
+
+
+def _finish(adv: Array, mask: Array | None) -> Array:
+    return adv if mask is None else jnp.where(mask, adv, 0)
+
+
+def _zscore(x: Array, mask: Array | None) -> Array:
+    mean, std, _ = _masked_mean_std(x, mask)
+    safe = jnp.where(std > 0, std, 1)
+    return _finish(jnp.where(std > 0, (x - mean) / safe, 0), mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pass@1 baselines.
+
+
+def grpo_advantages(rewards: Any, mask: Any = None) -> Array:
+    """GRPO advantages ``(r_i - mean) / std`` per group, population std (ddof = 0).
+
+    Args:
+      rewards: ``[..., G]`` rewards. mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages; 0 for groups whose valid rewards are all equal.
+
+    Example:
+      >>> grpo_advantages(jnp.array([1., 0., 0., 1.]))
+      Array([ 1., -1., -1.,  1.], dtype=float32)
+    """
+    rewards, mask = E._prepare(rewards, mask)
+    return _zscore(rewards, mask)
+
+
+def rloo_advantages(rewards: Any, mask: Any = None) -> Array:
+    """RLOO advantages ``r_i - mean_{j != i} r_j`` (leave-one-out baseline; unbiased for pass@1).
+
+    Args:
+      rewards: ``[..., G]`` rewards, n >= 2. mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages; 0 for groups with fewer than 2 valid samples.
+    """
+    _require_n(rewards, 2, "rloo_advantages")
+    rewards, mask = E._prepare(rewards, mask)
+    n = _valid_count(mask, rewards)
+    total = jnp.sum(rewards, axis=-1, keepdims=True)
+    adv = rewards - (total - rewards) / jnp.maximum(n - 1, 1)
+    return _finish(jnp.where(n >= 2, adv, 0), mask)
+
+
+def tang_advantages(rewards: Any, mask: Any = None) -> Array:
+    """Tang et al. (2025) pass@n / max@n advantages: top sample gets ``max - second max``, others 0.
+
+    This is PKPO's ``sloo_minus_one`` at k = n. With a tie at the top every sample gets 0. No std
+    normalisation (verl's optional division by the group std is not applied).
+
+    Args:
+      rewards: ``[..., G]`` rewards, n >= 2. mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    _require_n(rewards, 2, "tang_advantages")
+    rewards, mask = E._prepare(rewards, mask)
+    neg = jnp.asarray(-jnp.inf, rewards.dtype)
+    x = rewards if mask is None else jnp.where(mask, rewards, neg)
+    top2, idx = lax.top_k(x, 2)
+    gap = top2[..., 0:1] - top2[..., 1:2]
+    gap = jnp.where(jnp.isfinite(gap), gap, 0)  # fewer than 2 valid samples
+    is_top = jnp.arange(x.shape[-1]) == idx[..., 0:1]
+    return _finish(jnp.where(is_top, gap, 0), mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chen et al. Pass@k Training.
+
+
+def _passk_stats(c: Array, n: Array, k: Any, bound: int) -> Array:
+    """``1 - R = C(n-c, k)/C(n, k) = prod_{t<k} (n-c-t)/(n-t)`` with t over a static range [0, bound)."""
+    t = jnp.arange(bound, dtype=c.dtype)
+    kf = jnp.asarray(k, c.dtype)
+    factor = jnp.clip((n - c - t) / jnp.maximum(n - t, 1), 0, 1)
+    return jnp.prod(jnp.where(t < kf, factor, 1), axis=-1, keepdims=True)
+
+
+def passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """Chen et al.'s analytical Pass@k advantages (response level, Eqs. 14-15), binary rewards.
+
+    With ``R = 1 - C(n-c, k)/C(n, k)`` (the mean group reward over all size-k subsets) and
+    ``sigma = sqrt(R (1 - R))``: ``A_pos = (1 - R)/sigma``, ``A_neg = (1 - R - q)/sigma``,
+    ``q = C(n-c-1, k-1)/C(n-1, k-1)``. Equivalent, cancellation-free forms used here:
+    ``A_pos = sqrt((1-R)/R)`` and ``A_neg = -(c/(n-c)) A_pos`` (zero-sum per group).
+
+    Args:
+      rewards: ``[..., G]`` binary (0/1) rewards. k: Python int or traced scalar, 1 <= k <= n.
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages; 0 for groups with c = 0, c = n or n - c < k (saturated), and for groups
+      with fewer than k valid samples. k = 1 gives GRPO with population std.
+
+    Example:
+      >>> passk_advantages(jnp.array([1, 0, 0, 0, 0, 0, 0, 0]), 4)  # R = 0.5
+      Array([ 1.        , -0.14285715, ...], dtype=float32)
+    """
+    E._check_k(k, _static_n(rewards))
+    rewards, mask = E._prepare(rewards, mask)
+    binary = _check_binary(rewards, mask, "passk_advantages")
+    n = _valid_count(mask, rewards)
+    c = jnp.sum(rewards, axis=-1, keepdims=True)
+    fail = _passk_stats(c, n, k, rewards.shape[-1])  # 1 - R
+    r_bar = 1 - fail
+    a_pos = jnp.sqrt(jnp.where(r_bar > 0, fail / jnp.where(r_bar > 0, r_bar, 1), 0))
+    a_neg = -c / jnp.maximum(n - c, 1) * a_pos
+    adv = jnp.where(rewards == 1, a_pos, a_neg)
+    adv = jnp.where(n >= jnp.asarray(k, n.dtype), adv, 0)
+    adv = jnp.where(binary, adv, jnp.nan)
+    return _finish(adv, mask)
+
+
+def _valid_rank(mask: Array | None, shape: tuple[int, ...]) -> Array:
+    """0-based position of each sample among the valid samples of its group (in original order)."""
+    if mask is None:
+        return jnp.broadcast_to(jnp.arange(shape[-1]), shape)
+    return jnp.cumsum(mask, axis=-1) - 1
+
+
+def full_sampling_passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """Chen et al.'s full-sampling Pass@k advantages (Alg. 1), any rewards (group reward = max).
+
+    The valid samples are split *in order* into ``floor(n/k)`` disjoint groups of k; each group's reward
+    is its members' maximum; group rewards are z-scored (population std) across the prompt's groups and
+    every member inherits its group's advantage. The ``n mod k`` leftover samples get 0.
+
+    Args:
+      rewards: ``[..., G]`` rewards. k: Python int or traced scalar, 1 <= k <= n. mask: optional bool.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    E._check_k(k, _static_n(rewards))
+    rewards, mask = E._prepare(rewards, mask)
+    g = rewards.shape[-1]
+    n = _valid_count(mask, rewards)
+    kk = jnp.asarray(k, jnp.int32)
+    num_groups = n.astype(jnp.int32) // kk  # [..., 1]
+    group = _valid_rank(mask, rewards.shape) // kk  # [..., G]
+    member = group < num_groups
+    if mask is not None:
+        member = member & mask
+    # one-hot membership over at most G groups: [..., groups=G, G]
+    onehot = (group[..., None, :] == jnp.arange(g)[:, None]) & member[..., None, :]
+    neg = jnp.asarray(-jnp.inf, rewards.dtype)
+    group_reward = jnp.max(jnp.where(onehot, rewards[..., None, :], neg), axis=-1)  # [..., G]
+    group_valid = jnp.arange(g) < num_groups
+    group_reward = jnp.where(group_valid, group_reward, 0)
+    group_adv = _zscore(group_reward, group_valid)
+    adv = jnp.take_along_axis(group_adv, jnp.clip(group, 0, g - 1), axis=-1)
+    return jnp.where(member, adv, 0)
+
+
+def bootstrap_passk_advantages(
+    rewards: Any, k: Any, key: Array, num_groups: int | None = None, mask: Any = None
+) -> Array:
+    """Chen et al.'s bootstrap Pass@k advantages (Alg. 2, Eq. 6), any rewards (group reward = max).
+
+    Draws ``num_groups`` groups per prompt, each of k *distinct* valid samples uniformly at random
+    (independently across groups); z-scores the group rewards (population std) across the prompt's
+    groups; a sample's advantage is the **sum** of the advantages of the groups containing it (0 if in
+    none). Its expectation is about ``num_groups * k / n`` times :func:`passk_advantages`.
+
+    Args:
+      rewards: ``[..., G]`` rewards. k: Python int or traced scalar, 1 <= k <= n.
+      key: PRNG key. num_groups: static number of groups per prompt (default n = G).
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    E._check_k(k, _static_n(rewards))
+    rewards, mask = E._prepare(rewards, mask)
+    g = rewards.shape[-1]
+    m = g if num_groups is None else int(num_groups)
+    if m < 1:
+        raise ValueError(f"`num_groups` must be >= 1, got {num_groups}.")
+    shape = rewards.shape[:-1] + (m, g)
+    u = jax.random.uniform(key, shape, rewards.dtype)
+    if mask is not None:
+        u = jnp.where(mask[..., None, :], u, 2)  # invalid samples are never among the k smallest
+    # rank of each sample's key within its group draw; members = the k smallest keys (uniform k-subset)
+    order = jnp.argsort(u, axis=-1)
+    ranks = jnp.argsort(order, axis=-1)
+    member = ranks < jnp.asarray(k, ranks.dtype)
+    if mask is not None:
+        member = member & mask[..., None, :]
+    neg = jnp.asarray(-jnp.inf, rewards.dtype)
+    group_reward = jnp.max(jnp.where(member, rewards[..., None, :], neg), axis=-1)  # [..., m]
+    n = _valid_count(mask, rewards)
+    ok = n >= jnp.asarray(k, n.dtype)  # [..., 1]
+    group_reward = jnp.where(ok, group_reward, 0)
+    group_adv = _zscore(group_reward, None)  # [..., m]
+    adv = jnp.sum(jnp.where(member, group_adv[..., None], 0), axis=-2)
+    return _finish(jnp.where(ok, adv, 0), mask)
+
+
+def combination_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """Chen et al.'s Pass@1 / Pass@k combination (Eq. 18), binary rewards.
+
+    ``A = (c/n) A_pass@k + (1 - c/n) A_pass@1``, with ``A_pass@1`` = :func:`grpo_advantages`: hard
+    prompts (low pass rate) are driven mostly by Pass@1, easy ones by Pass@k (which tends to 0).
+    Zero-sum per group.
+
+    Args:
+      rewards: ``[..., G]`` binary rewards. k: Python int or traced scalar. mask: optional bool.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    a_k = passk_advantages(rewards, k, mask)
+    rewards, mask = E._prepare(rewards, mask)
+    a_1 = _zscore(rewards, mask)
+    n = _valid_count(mask, rewards)
+    p = jnp.sum(rewards, axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    return _finish(p * a_k + (1 - p) * a_1, mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry.
+
+
+def _pkpo(estimator: str) -> Callable[..., Array]:
+    def fn(rewards, *, k, mask=None, key=None):
+        del key
+        return E.pkpo_rewards(rewards, k, estimator, mask)
+
+    fn.__name__ = f"pkpo_{estimator}"
+    fn.__doc__ = f"PKPO ``{estimator}`` transform (see :func:`passk_jax.estimators.pkpo_rewards`)."
+    return fn
+
+
+ADVANTAGES: dict[str, Callable[..., Array]] = {
+    "grpo": lambda rewards, *, k=None, mask=None, key=None: grpo_advantages(rewards, mask),
+    "rloo": lambda rewards, *, k=None, mask=None, key=None: rloo_advantages(rewards, mask),
+    "tang": lambda rewards, *, k=None, mask=None, key=None: tang_advantages(rewards, mask),
+    "passk": lambda rewards, *, k, mask=None, key=None: passk_advantages(rewards, k, mask),
+    "passk_bootstrap": lambda rewards, *, k, mask=None, key: bootstrap_passk_advantages(
+        rewards, k, key, mask=mask
+    ),
+    "passk_full": lambda rewards, *, k, mask=None, key=None: full_sampling_passk_advantages(
+        rewards, k, mask
+    ),
+    "passk_combination": lambda rewards, *, k, mask=None, key=None: combination_advantages(
+        rewards, k, mask
+    ),
+    "pkpo_s": _pkpo("s"),
+    "pkpo_sloo": _pkpo("sloo"),
+    "pkpo_sloo_minus_one": _pkpo("sloo_minus_one"),
+}
+NEEDS_KEY = frozenset({"passk_bootstrap"})
+BINARY_ONLY = frozenset({"passk", "passk_combination"})
+
+
+def compute_advantages(
+    name: str, rewards: Any, k: Any = None, mask: Any = None, key: Array | None = None
+) -> Array:
+    """Per-sample advantages by registry name (``ADVANTAGES``); the config stores ``name``.
+
+    Args:
+      name: a key of ``ADVANTAGES``. rewards: ``[..., G]``. k: needed by every pass@k method.
+      mask: optional bool ``[..., G]``. key: PRNG key, needed by ``passk_bootstrap``.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    if name not in ADVANTAGES:
+        raise ValueError(f"unknown advantage `name` {name!r}; choose one of {sorted(ADVANTAGES)}.")
+    if name in NEEDS_KEY and key is None:
+        raise ValueError(f"advantage {name!r} samples groups at random and needs a PRNG `key`.")
+    if k is None and name not in ("grpo", "rloo", "tang"):
+        raise ValueError(f"advantage {name!r} needs `k`.")
+    return ADVANTAGES[name](rewards, k=k, mask=mask, key=key)

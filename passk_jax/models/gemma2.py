@@ -1,0 +1,543 @@
+"""Gemma-2 in Flax linen, with an explicit KV cache and the official checkpoint parameter layout.
+
+Axis legend (used in shapes, einsum strings and local-name suffixes):
+``B`` batch, ``T`` query length, ``S`` key / cache length, ``N`` query heads, ``K`` kv heads,
+``R`` query heads per kv head (``N = K * R``, grouped-query attention), ``H`` head dim,
+``D`` model (embed) dim, ``F`` feed-forward dim, ``V`` vocabulary.
+
+Architecture (Gemma Team 2024, "Gemma 2"): tied embeddings scaled by ``sqrt(D)`` (in the compute
+dtype), ``num_layers`` blocks alternating local sliding-window attention (even layers) and global
+attention (odd layers), GQA with RoPE (base 10000, half-split rotation), queries scaled by
+``query_pre_attn_scalar ** -0.5``, attention logits soft-capped (``cap * tanh(x / cap)``, cap 50),
+RMSNorm with ``(1 + scale)`` before *and* after both the attention and the GeGLU feed-forward
+(gelu tanh approximation), a final RMSNorm, and final logits soft-capped at 30. Softmax, norms and
+returned logits are float32 whatever the compute dtype.
+
+Parameter tree (exactly the released Gemma-2 Flax checkpoint's ``transformer`` subtree)::
+
+    embedder/input_embedding                 [V, D]
+    layer_{i}/pre_attention_norm/scale       [D]
+    layer_{i}/attn/q_einsum/w                [N, D, H]
+    layer_{i}/attn/kv_einsum/w               [2, K, D, H]     (0 = keys, 1 = values)
+    layer_{i}/attn/attn_vec_einsum/w         [N, H, D]
+    layer_{i}/post_attention_norm/scale      [D]
+    layer_{i}/pre_ffw_norm/scale             [D]
+    layer_{i}/mlp/gating_einsum              [2, F, D]        (0 = gelu gate, 1 = linear up)
+    layer_{i}/mlp/linear                     [F, D]
+    layer_{i}/post_ffw_norm/scale            [D]
+    final_norm/scale                         [D]
+
+Logical axis names (see ``param_logical_axes``; map them to mesh axes with one rules table):
+``"vocab"``, ``"embed"``, ``"heads"``, ``"kv_heads"``, ``"head_dim"``, ``"mlp"``, and ``None`` for the
+small stacking axis of ``kv_einsum`` / ``gating_einsum`` (never sharded).
+
+KV cache (``init_cache``), a plain dict::
+
+    cache["index"]          []            int32  next cache slot to write (shared by all rows)
+    cache["positions"]      [B, S]        int32  RoPE position of the key stored in each slot
+    cache["layer_{i}"]["k"] [B, S, K, H]  keys   (after RoPE), compute dtype
+    cache["layer_{i}"]["v"] [B, S, K, H]  values, compute dtype
+
+A call with ``T`` new tokens writes their keys into slots ``[index, index + T)`` with one
+``lax.dynamic_update_slice`` per tensor and advances ``index`` by ``T``. Slots are storage, positions
+are meaning: ``positions`` (per row) drive RoPE and the sliding window, so left / right padding and
+rows of different lengths share one slot counter. The caller's ``attn_mask [B, T, S]`` says which slots
+each query may read (real and already written keys at or before it); the local layers additionally
+drop keys with ``q_pos - k_pos >= sliding_window`` (the same window convention as the release and HF).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Params = dict[str, Any]
+Cache = dict[str, Any]
+
+__all__ = [
+    "Gemma2",
+    "Gemma2Config",
+    "forward",
+    "init_cache",
+    "init_params",
+    "param_logical_axes",
+    "sequence_logits",
+]
+
+# A large finite negative (not -inf) so a fully masked row gives a uniform softmax, never NaN.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma2Config:
+    """Gemma-2 architecture hyper-parameters (hashable, so usable as a static ``jit`` argument).
+
+    Layer ``i`` uses local sliding-window attention when ``i`` is even and global attention when ``i``
+    is odd, as in the release (HF ``layer_types`` = sliding, full, sliding, ...).
+    """
+
+    vocab_size: int
+    num_layers: int
+    embed_dim: int
+    hidden_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    query_pre_attn_scalar: float
+    sliding_window: int
+    attn_logit_softcap: float | None = 50.0
+    final_logit_softcap: float | None = 30.0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    rms_norm_eps: float = 1e-6
+    rope_base_frequency: float = 10_000.0
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even (RoPE)")
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether layer ``layer`` uses local sliding-window attention (even layers)."""
+        return layer % 2 == 0
+
+    @classmethod
+    def gemma2_2b(cls, **overrides) -> Gemma2Config:
+        """Gemma-2 2B (2,614,341,888 parameters with the HF 256,000-token vocabulary)."""
+        kw = dict(
+            vocab_size=256_000,
+            num_layers=26,
+            embed_dim=2304,
+            hidden_dim=9216,
+            num_heads=8,
+            num_kv_heads=4,
+            head_dim=256,
+            query_pre_attn_scalar=256.0,
+            sliding_window=4096,
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def gemma2_9b(cls, **overrides) -> Gemma2Config:
+        """Gemma-2 9B."""
+        kw = dict(
+            vocab_size=256_000,
+            num_layers=42,
+            embed_dim=3584,
+            hidden_dim=14336,
+            num_heads=16,
+            num_kv_heads=8,
+            head_dim=256,
+            query_pre_attn_scalar=256.0,
+            sliding_window=4096,
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def gemma2_27b(cls, **overrides) -> Gemma2Config:
+        """Gemma-2 27B (queries scaled by (embed_dim / num_heads) ** -0.5 = 144 ** -0.5)."""
+        kw = dict(
+            vocab_size=256_000,
+            num_layers=46,
+            embed_dim=4608,
+            hidden_dim=36864,
+            num_heads=32,
+            num_kv_heads=16,
+            head_dim=128,
+            query_pre_attn_scalar=144.0,
+            sliding_window=4096,
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def tiny(cls, vocab_size: int = 64, **overrides) -> Gemma2Config:
+        """A CPU-test-sized model: 3 layers, D=64, 4 query / 2 kv heads, H=16, F=128, window 8."""
+        kw = dict(
+            vocab_size=vocab_size,
+            num_layers=3,
+            embed_dim=64,
+            hidden_dim=128,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16.0,
+            sliding_window=8,
+        )
+        return cls(**{**kw, **overrides})
+
+
+def _softcap(x: Array, cap: float | None) -> Array:
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+def _apply_rope(x_BTNH: Array, positions_BT: Array, base: float) -> Array:
+    """Rotary embedding with the half-split convention of the release (and HF ``rotate_half``)."""
+    h = x_BTNH.shape[-1]
+    fraction = 2.0 * jnp.arange(h // 2, dtype=jnp.float32) / h
+    timescale = base**fraction
+    angle = positions_BT[..., None, None].astype(jnp.float32) / timescale  # [B, T, 1, H/2]
+    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNH.dtype)
+
+
+def _param(module: nn.Module, name: str, shape, names, init, config: Gemma2Config) -> Array:
+    return module.param(
+        name, nn.with_logical_partitioning(init, names), shape, jnp.dtype(config.param_dtype)
+    )
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with ``(1 + scale)``, computed in float32, cast back to the input dtype."""
+
+    config: Gemma2Config
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = self.config
+        scale = _param(self, "scale", (x.shape[-1],), ("embed",), nn.initializers.zeros, c)
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        y = x32 * lax.rsqrt(var + c.rms_norm_eps) * (1.0 + scale.astype(jnp.float32))
+        return y.astype(x.dtype)
+
+
+class Einsum(nn.Module):
+    """A weight ``w`` of a fixed shape applied with a caller-given einsum string."""
+
+    config: Gemma2Config
+    shape: tuple[int, ...]
+    names: tuple[str | None, ...]
+
+    @nn.compact
+    def __call__(self, eqn: str, x: Array) -> Array:
+        init = nn.initializers.normal(stddev=0.02)
+        w = _param(self, "w", self.shape, self.names, init, self.config)
+        return jnp.einsum(eqn, x, w.astype(x.dtype))
+
+
+class Attention(nn.Module):
+    """GQA self-attention with RoPE, logit soft-cap, optional sliding window and a KV cache."""
+
+    config: Gemma2Config
+    sliding: bool
+
+    @nn.compact
+    def __call__(
+        self,
+        x_BTD: Array,
+        q_pos_BT: Array,
+        k_pos_BS: Array,
+        attn_mask_BTS: Array,
+        layer_cache: dict[str, Array] | None,
+        write_index: Array | None,
+    ) -> tuple[Array, dict[str, Array] | None]:
+        """Attends ``T`` queries to ``S`` keys (the cache, or the ``T`` tokens themselves)."""
+        c = self.config
+        n, k, h, d = c.num_heads, c.num_kv_heads, c.head_dim, c.embed_dim
+        q_einsum = Einsum(c, (n, d, h), ("heads", "embed", "head_dim"), name="q_einsum")
+        kv_einsum = Einsum(
+            c, (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), name="kv_einsum"
+        )
+        out_einsum = Einsum(c, (n, h, d), ("heads", "head_dim", "embed"), name="attn_vec_einsum")
+
+        q_BTNH = q_einsum("BTD,NDH->BTNH", x_BTD)
+        k_BTKH, v_BTKH = kv_einsum("BTD,CKDH->CBTKH", x_BTD)
+        q_BTNH = _apply_rope(q_BTNH, q_pos_BT, c.rope_base_frequency)
+        k_BTKH = _apply_rope(k_BTKH, q_pos_BT, c.rope_base_frequency)
+        q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
+
+        if layer_cache is None:
+            k_BSKH, v_BSKH, new_cache = k_BTKH, v_BTKH, None
+        else:
+            start = (0, write_index, 0, 0)
+            k_BSKH = lax.dynamic_update_slice(
+                layer_cache["k"], k_BTKH.astype(layer_cache["k"].dtype), start
+            )
+            v_BSKH = lax.dynamic_update_slice(
+                layer_cache["v"], v_BTKH.astype(layer_cache["v"].dtype), start
+            )
+            new_cache = {"k": k_BSKH, "v": v_BSKH}
+            k_BSKH, v_BSKH = k_BSKH.astype(x_BTD.dtype), v_BSKH.astype(x_BTD.dtype)
+
+        b, t = x_BTD.shape[:2]
+        q_BTKRH = q_BTNH.reshape(b, t, k, n // k, h)
+        logits_BKRTS = jnp.einsum(
+            "BTKRH,BSKH->BKRTS", q_BTKRH, k_BSKH, preferred_element_type=jnp.float32
+        )
+        logits_BKRTS = _softcap(logits_BKRTS, c.attn_logit_softcap)
+        mask_BTS = attn_mask_BTS
+        if self.sliding:
+            mask_BTS = mask_BTS & ((q_pos_BT[:, :, None] - k_pos_BS[:, None, :]) < c.sliding_window)
+        logits_BKRTS = jnp.where(mask_BTS[:, None, None], logits_BKRTS, _MASK_VALUE)
+        probs_BKRTS = jax.nn.softmax(logits_BKRTS, axis=-1).astype(v_BSKH.dtype)
+        enc_BTKRH = jnp.einsum("BKRTS,BSKH->BTKRH", probs_BKRTS, v_BSKH)
+        enc_BTNH = enc_BTKRH.reshape(b, t, n, h)
+        return out_einsum("BTNH,NHD->BTD", enc_BTNH), new_cache
+
+
+class FeedForward(nn.Module):
+    """GeGLU feed-forward: ``(gelu_tanh(x W_gate) * (x W_up)) W_down``."""
+
+    config: Gemma2Config
+
+    @nn.compact
+    def __call__(self, x_BTD: Array) -> Array:
+        c = self.config
+        init = nn.initializers.normal(stddev=0.02)
+        gating = _param(
+            self, "gating_einsum", (2, c.hidden_dim, c.embed_dim), (None, "mlp", "embed"), init, c
+        )
+        linear = _param(self, "linear", (c.hidden_dim, c.embed_dim), ("mlp", "embed"), init, c)
+        gate_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, gating[0].astype(x_BTD.dtype))
+        up_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, gating[1].astype(x_BTD.dtype))
+        act_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
+        return jnp.einsum("BTF,FD->BTD", act_BTF, linear.astype(x_BTD.dtype))
+
+
+class Embedder(nn.Module):
+    """Holds the tied ``input_embedding [V, D]`` table."""
+
+    config: Gemma2Config
+
+    @nn.compact
+    def __call__(self) -> Array:
+        c = self.config
+        init = nn.initializers.normal(stddev=c.embed_dim**-0.5)
+        return _param(
+            self, "input_embedding", (c.vocab_size, c.embed_dim), ("vocab", "embed"), init, c
+        )
+
+
+class Block(nn.Module):
+    """One decoder layer: pre/post-normed attention, then pre/post-normed GeGLU, both residual."""
+
+    config: Gemma2Config
+    layer: int
+
+    @nn.compact
+    def __call__(self, x_BTD, q_pos_BT, k_pos_BS, attn_mask_BTS, layer_cache, write_index):
+        c = self.config
+        h = RMSNorm(c, name="pre_attention_norm")(x_BTD)
+        h, new_cache = Attention(c, c.is_sliding(self.layer), name="attn")(
+            h, q_pos_BT, k_pos_BS, attn_mask_BTS, layer_cache, write_index
+        )
+        x_BTD = x_BTD + RMSNorm(c, name="post_attention_norm")(h)
+        h = RMSNorm(c, name="pre_ffw_norm")(x_BTD)
+        h = FeedForward(c, name="mlp")(h)
+        x_BTD = x_BTD + RMSNorm(c, name="post_ffw_norm")(h)
+        return x_BTD, new_cache
+
+
+class Gemma2(nn.Module):
+    """The Gemma-2 decoder (parameters in the official Flax checkpoint layout)."""
+
+    config: Gemma2Config
+
+    @nn.compact
+    def __call__(
+        self, tokens: Array, positions: Array, attn_mask: Array, cache: Cache | None = None
+    ) -> tuple[Array, Cache | None]:
+        """Runs the decoder on ``T`` new tokens per row.
+
+        Args:
+          tokens: ``[B, T]`` int32 token ids.
+          positions: ``[B, T]`` int32 RoPE positions of the tokens (per row; padding may reuse any).
+          attn_mask: ``[B, T, S]`` bool, True where query ``t`` may attend to key ``s``. Without a
+            cache ``S = T`` (the keys are the tokens themselves); with a cache ``S`` is the cache
+            length and slot ``s`` means cache slot ``s`` *after* this call's write.
+          cache: None, or the dict of ``init_cache`` (see the module docstring); the new keys are
+            written at slots ``[cache["index"], cache["index"] + T)``.
+
+        Returns:
+          ``(logits [B, T, V] float32, new_cache or None)``.
+        """
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        emb_VD = Embedder(c, name="embedder")()
+        x_BTD = jnp.take(emb_VD, tokens, axis=0).astype(dtype)
+        x_BTD = x_BTD * jnp.asarray(math.sqrt(c.embed_dim), dtype)
+
+        if cache is None:
+            k_pos_BS, write_index, new_cache = positions, None, None
+        else:
+            write_index = cache["index"]
+            k_pos_BS = lax.dynamic_update_slice(
+                cache["positions"], positions.astype(jnp.int32), (0, write_index)
+            )
+            new_cache = {"index": write_index + tokens.shape[1], "positions": k_pos_BS}
+
+        for i in range(c.num_layers):
+            name = f"layer_{i}"
+            layer_cache = None if cache is None else cache[name]
+            x_BTD, layer_new = Block(c, i, name=name)(
+                x_BTD, positions, k_pos_BS, attn_mask, layer_cache, write_index
+            )
+            if new_cache is not None:
+                new_cache[name] = layer_new
+
+        x_BTD = RMSNorm(c, name="final_norm")(x_BTD)
+        logits_BTV = jnp.einsum(
+            "BTD,VD->BTV", x_BTD, emb_VD.astype(dtype), preferred_element_type=jnp.float32
+        )
+        return _softcap(logits_BTV.astype(jnp.float32), c.final_logit_softcap), new_cache
+
+
+# ----------------------------------------------------------------------------------------------------
+# Functional API.
+
+
+def init_params(config: Gemma2Config, rng: Array) -> Params:
+    """Randomly initialises the parameters (norm scales 0, i.e. identity norms).
+
+    Args:
+      config: the architecture.
+      rng: a PRNG key.
+
+    Returns:
+      The parameter tree (plain nested dict of arrays, no ``"params"`` wrapper; layout in the module
+      docstring). Apply with ``Gemma2(config).apply({"params": params}, ...)``.
+    """
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    mask = jnp.ones((1, 1, 1), bool)
+    variables = jax.jit(Gemma2(config).init)(rng, tokens, tokens, mask)
+    return nn.meta.unbox(variables["params"])
+
+
+def param_logical_axes(config: Gemma2Config) -> Any:
+    """Logical axis names of every parameter, computed without allocating anything.
+
+    Args:
+      config: the architecture.
+
+    Returns:
+      A tree with the structure of ``init_params(config, rng)`` whose leaves are tuples of logical
+      axis names (``"vocab"``, ``"embed"``, ``"heads"``, ``"kv_heads"``, ``"head_dim"``, ``"mlp"``, or
+      ``None`` for an axis that is never sharded), one name per array dimension. Use it as the second
+      tree of ``jax.tree.map(f, params, axes)``.
+    """
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    mask = jnp.ones((1, 1, 1), bool)
+    boxed = jax.eval_shape(Gemma2(config).init, jax.random.key(0), tokens, tokens, mask)["params"]
+    is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+    return jax.tree.map(lambda b: tuple(b.names), boxed, is_leaf=is_box)
+
+
+def _apply(params: Params, config: Gemma2Config, tokens, positions, attn_mask, cache=None):
+    return Gemma2(config).apply({"params": params}, tokens, positions, attn_mask, cache)
+
+
+@jax.jit(static_argnames="config")
+def forward(params: Params, tokens: Array, config: Gemma2Config) -> Array:
+    """Logits of plain unpadded sequences (positions ``0..T-1``, causal attention).
+
+    Args:
+      params: the parameter tree.
+      tokens: ``[B, T]`` int32.
+      config: the architecture (static).
+
+    Returns:
+      ``[B, T, V]`` float32 logits; ``logits[:, t]`` predicts token ``t + 1``.
+    """
+    b, t = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    logits, _ = _apply(params, config, tokens, positions, jnp.broadcast_to(causal, (b, t, t)))
+    return logits
+
+
+def padded_positions(input_mask: Array) -> Array:
+    """RoPE positions of padded rows: ``cumsum(mask) - 1``, clipped at 0 (pads reuse a neighbour's).
+
+    Args:
+      input_mask: ``[B, T]`` bool, True for real tokens.
+
+    Returns:
+      ``[B, T]`` int32 positions; the first real token of each row has position 0.
+    """
+    return jnp.maximum(jnp.cumsum(input_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+@jax.jit(static_argnames="config")
+def sequence_logits(
+    params: Params, tokens: Array, input_mask: Array, config: Gemma2Config
+) -> Array:
+    """Logits of padded sequences (e.g. left-padded prompts followed by sampled completions).
+
+    Positions are ``cumsum(input_mask) - 1``; a query attends to the real keys at or before it (and,
+    in local layers, within the sliding window). Rows of pads only attend uniformly to nothing real
+    and their logits are meaningless but finite.
+
+    Args:
+      params: the parameter tree.
+      tokens: ``[B, T]`` int32 (pad ids anywhere; they are masked out as keys).
+      input_mask: ``[B, T]`` bool, True for real tokens.
+      config: the architecture (static).
+
+    Returns:
+      ``[B, T, V]`` float32 logits; ``logits[:, t]`` predicts token ``t + 1``.
+    """
+    t = tokens.shape[1]
+    input_mask = input_mask.astype(bool)
+    positions = padded_positions(input_mask)
+    attn_mask = jnp.tril(jnp.ones((t, t), bool))[None] & input_mask[:, None, :]
+    logits, _ = _apply(params, config, tokens, positions, attn_mask)
+    return logits
+
+
+def init_cache(config: Gemma2Config, batch_size: int, max_len: int, dtype: Any = None) -> Cache:
+    """An empty KV cache (layout in the module docstring).
+
+    Args:
+      config: the architecture.
+      batch_size: ``B``.
+      max_len: ``S``, the number of slots (prompt + generated tokens).
+      dtype: storage dtype of keys / values; defaults to the compute dtype ``config.dtype``.
+
+    Returns:
+      ``{"index": int32 [], "positions": int32 [B, S], "layer_{i}": {"k", "v": [B, S, K, H]}}``.
+    """
+    dtype = jnp.dtype(config.dtype if dtype is None else dtype)
+    shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+    cache: Cache = {
+        "index": jnp.zeros((), jnp.int32),
+        "positions": jnp.zeros((batch_size, max_len), jnp.int32),
+    }
+    for i in range(config.num_layers):
+        cache[f"layer_{i}"] = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    return cache
+
+
+def apply_with_cache(
+    params: Params,
+    config: Gemma2Config,
+    tokens: Array,
+    positions: Array,
+    attn_mask: Array,
+    cache: Cache,
+) -> tuple[Array, Cache]:
+    """Runs ``T`` new tokens per row through the model, reading and writing ``cache``.
+
+    Args:
+      params: the parameter tree.
+      config: the architecture.
+      tokens: ``[B, T]`` int32.
+      positions: ``[B, T]`` int32 RoPE positions.
+      attn_mask: ``[B, T, S]`` bool over cache slots (after this call's write).
+      cache: the cache dict (``S`` slots).
+
+    Returns:
+      ``(logits [B, T, V] float32, new_cache)``.
+    """
+    return _apply(params, config, tokens, positions, attn_mask, cache)
