@@ -105,8 +105,9 @@ def _finish(adv: Array, mask: Array | None) -> Array:
 
 def _zscore(x: Array, mask: Array | None) -> Array:
     mean, std, _ = _masked_mean_std(x, mask)
-    safe = jnp.where(std > 0, std, 1)
-    return _finish(jnp.where(std > 0, (x - mean) / safe, 0), mask)
+    zero = std == 0  # NaN std (a NaN reward) is not zero: the NaN propagates to its group
+    safe = jnp.where(zero, 1, std)
+    return _finish(jnp.where(zero, 0, (x - mean) / safe), mask)
 
 
 # ----------------------------------------------------------------------------------------------------

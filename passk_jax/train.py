@@ -1,0 +1,419 @@
+"""TrainState and the pure policy-gradient ``train_step``, jitted once with shardings and donation.
+
+Axis legend: ``B`` sequences in the step (= P prompts x G samples, flattened), ``Tp`` prompt tokens,
+``T`` completion tokens, ``V`` vocabulary.
+
+A batch is a dict of arrays (``make_batch`` builds it from a sampler output and per-sample weights)::
+
+    prompt_tokens [B, Tp] int32   prompt of each sequence (repeated G times per prompt)
+    prompt_mask   [B, Tp] bool    real prompt tokens
+    tokens        [B, T]  int32   sampled completion tokens
+    mask          [B, T]  bool    completion tokens that count (up to and including EOS)
+    old_logp      [B, T]  float32 log-probs under the sampling policy (the sampler's output)
+    weights       [B]     float32 per-sequence weights: a PKPO transform or a group advantage
+
+``train_step`` is a module-level pure function: (state, batch) -> (new state, scalar metrics). The
+driver jits it once (:func:`jit_train_step`) with ``in_shardings`` / ``out_shardings`` from the mesh
+and donates the state. Gradient accumulation over ``num_microbatches`` is exact: every micro-batch
+loss is normalised by the *whole* batch's normaliser (``losses.normaliser``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from passk_jax import losses as L
+from passk_jax import sharding as S
+from passk_jax.models import gemma2
+
+Array = jax.Array
+
+__all__ = [
+    "LossConfig",
+    "TrainState",
+    "completion_logits",
+    "create_train_state",
+    "jit_sft_step",
+    "jit_train_step",
+    "make_batch",
+    "make_optimizer",
+    "sft_step",
+    "train_step",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss options (hashable: a static argument of the jitted step).
+
+    Attributes:
+      policy_loss: ``"reinforce"`` (on-policy, default) or ``"ppo"`` (clipped ratio vs the sampler).
+      clip_low / clip_high: PPO clip range (DAPO clip-higher: 0.2 / 0.28).
+      aggregation: see ``losses.AGGREGATIONS``; default ``"seq_mean_token_sum"`` (unbiased for PKPO).
+      kl_coef: weight of KL(pi || pi_ref) (0 disables it and no reference model is kept).
+      kl_estimator: ``"k1"`` or ``"k3"``.
+      entropy_coef: weight of the entropy bonus (subtracted from the loss).
+      temperature: the sampling temperature (log-probs are taken at the same temperature).
+      num_microbatches: gradient accumulation steps per batch (B must be divisible by it).
+    """
+
+    policy_loss: str = "reinforce"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    aggregation: str = "seq_mean_token_sum"
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    temperature: float = 1.0
+    num_microbatches: int = 1
+
+    def __post_init__(self):
+        L.check_options(self.policy_loss, self.aggregation, self.kl_estimator)
+        if self.num_microbatches < 1:
+            raise ValueError(f"`num_microbatches` must be >= 1, got {self.num_microbatches}.")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes or needs, and everything a checkpoint saves."""
+
+    step: Array  # [] int32
+    params: Any
+    opt_state: Any
+    rng: Array  # [2] uint32 raw key data (checkpointable); fold with the step for per-step keys
+    ref_params: Any = None  # frozen reference policy for the KL term (None when kl_coef == 0)
+
+
+def make_optimizer(
+    learning_rate: float,
+    *,
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    weight_decay: float = 0.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    max_grad_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then cosine decay (constant after warm-up if ``total_steps`` is None),
+    after global-norm gradient clipping."""
+    if total_steps is None:
+        schedule = (
+            optax.join_schedules(
+                [
+                    optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+                    optax.constant_schedule(learning_rate),
+                ],
+                [max(warmup_steps, 1)],
+            )
+            if warmup_steps
+            else optax.constant_schedule(learning_rate)
+        )
+    else:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0 if warmup_steps else learning_rate,
+            learning_rate,
+            warmup_steps,
+            max(total_steps, warmup_steps + 1),
+            end_value=0.1 * learning_rate,
+        )
+    chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+    chain.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+    return optax.chain(*chain)
+
+
+def state_shardings(
+    model_config: gemma2.Gemma2Config,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    with_ref: bool = False,
+    rules: Mapping[str, Any] | None = None,
+) -> TrainState:
+    """The ``NamedSharding`` of every leaf of the TrainState (a TrainState of shardings)."""
+    abstract = jax.eval_shape(
+        functools.partial(gemma2.init_params, model_config), jax.random.key(0)
+    )
+    param_sh = S.tree_shardings(abstract, gemma2.param_logical_axes(model_config), mesh, rules)
+    opt_abstract = jax.eval_shape(tx.init, abstract)
+    rep = S.replicated(mesh)
+    opt_sh = optax.tree_map_params(
+        tx, lambda _, sh: sh, opt_abstract, param_sh, transform_non_params=lambda _: rep
+    )
+    return TrainState(
+        step=rep,
+        params=param_sh,
+        opt_state=opt_sh,
+        rng=rep,
+        ref_params=param_sh if with_ref else None,
+    )
+
+
+def create_train_state(
+    model_config: gemma2.Gemma2Config,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    seed: int,
+    *,
+    params: Any = None,
+    with_ref: bool = False,
+    rules: Mapping[str, Any] | None = None,
+) -> tuple[TrainState, TrainState]:
+    """Builds the TrainState *born sharded* on ``mesh`` and returns it with its shardings.
+
+    Parameters are initialised by ``jit(init, out_shardings=...)`` (never materialised unsharded), or
+    placed from ``params`` (e.g. a loaded checkpoint); the optimizer state by ``jit(tx.init)`` with
+    the matching shardings.
+    """
+    shardings = state_shardings(model_config, tx, mesh, with_ref=with_ref, rules=rules)
+    key = jax.random.key(seed)
+    init_key, state_key = jax.random.split(key)
+    if params is None:
+        params = jax.jit(
+            functools.partial(gemma2.init_params, model_config), out_shardings=shardings.params
+        )(init_key)
+    else:
+        params = jax.device_put(params, shardings.params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    rep = S.replicated(mesh)
+    state = TrainState(
+        step=jax.device_put(jnp.zeros((), jnp.int32), rep),
+        params=params,
+        opt_state=opt_state,
+        rng=jax.device_put(jax.random.key_data(state_key), rep),
+        ref_params=jax.tree.map(jnp.copy, params) if with_ref else None,
+    )
+    return state, shardings
+
+
+# ----------------------------------------------------------------------------------------------------
+# The step.
+
+
+def completion_logits(
+    params: Any, model_config: gemma2.Gemma2Config, batch: Mapping[str, Array]
+) -> Array:
+    """Logits predicting each completion token, ``[B, T, V]`` float32.
+
+    The sequence is ``[prompt | completion]``; completion token 0 is predicted by the last real prompt
+    token and token ``t > 0`` by completion token ``t - 1`` (prompts may be padded on either side).
+    """
+    prompt, pmask = batch["prompt_tokens"], batch["prompt_mask"].astype(bool)
+    tokens, mask = batch["tokens"], batch["mask"].astype(bool)
+    b, tp = prompt.shape
+    t = tokens.shape[1]
+    seq = jnp.concatenate([prompt, tokens], axis=1)
+    seq_mask = jnp.concatenate([pmask, mask], axis=1)
+    logits = gemma2.sequence_logits(params, seq, seq_mask, model_config)
+    last_prompt = tp - 1 - jnp.argmax(pmask[:, ::-1], axis=-1)
+    idx = jnp.concatenate(
+        [last_prompt[:, None], jnp.broadcast_to(tp + jnp.arange(t - 1), (b, t - 1))], axis=1
+    )
+    return jnp.take_along_axis(logits, idx[:, :, None], axis=1)
+
+
+def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig):
+    mask = batch["mask"].astype(bool)
+    logits = completion_logits(params, model_config, batch)
+    logp = L.token_logprobs(logits, batch["tokens"], cfg.temperature)
+    pg, aux = L.policy_surrogate(
+        logp,
+        batch["old_logp"],
+        batch["weights"],
+        kind=cfg.policy_loss,
+        clip_low=cfg.clip_low,
+        clip_high=cfg.clip_high,
+    )
+    pg_loss = L.aggregate(pg, mask, cfg.aggregation, norm)
+    loss = pg_loss
+    sums = {
+        "pg_loss": pg_loss,
+        "clip_frac": jnp.sum(aux["clipped"] * mask),
+        "ratio": jnp.sum(aux["ratio"] * mask),
+        "num_tokens": jnp.sum(mask.astype(jnp.float32)),
+    }
+    entropy_tok = L.token_entropy(logits, cfg.temperature)
+    sums["entropy"] = jnp.sum(jax.lax.stop_gradient(entropy_tok) * mask)
+    if cfg.entropy_coef:
+        loss = loss - cfg.entropy_coef * L.aggregate(entropy_tok, mask, cfg.aggregation, norm)
+    if cfg.kl_coef:
+        ref_logits = completion_logits(jax.lax.stop_gradient(ref_params), model_config, batch)
+        ref_logp = L.token_logprobs(ref_logits, batch["tokens"], cfg.temperature)
+        kl = L.kl_penalty(logp, ref_logp, cfg.kl_estimator)
+        loss = loss + cfg.kl_coef * L.aggregate(kl, mask, cfg.aggregation, norm)
+        sums["kl"] = jnp.sum(jax.lax.stop_gradient(kl) * mask)
+    return loss, sums
+
+
+def _split_micro(batch: Mapping[str, Array], m: int) -> dict[str, Array]:
+    return {k: v.reshape(m, v.shape[0] // m, *v.shape[1:]) for k, v in batch.items()}
+
+
+def _accumulate(loss_fn, params, batch, m: int):
+    """Sum of (loss, grads, aux sums) over ``m`` micro-batches (exact: losses are pre-normalised)."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if m == 1:
+        (loss, sums), grads = grad_fn(params, batch)
+        return loss, grads, sums
+
+    micro = _split_micro(batch, m)
+
+    def body(carry, mb):
+        (loss, sums), grads = grad_fn(params, mb)
+        acc = jax.tree.map(jnp.add, carry, (loss, grads, sums))
+        return acc, None
+
+    zero_mb = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(grad_fn, params, zero_mb)
+    init = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0][0], shapes[1], shapes[0][1])
+    )
+    (loss, grads, sums), _ = jax.lax.scan(body, init, micro)
+    return loss, grads, sums
+
+
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, Array],
+    *,
+    tx: optax.GradientTransformation,
+    model_config: gemma2.Gemma2Config,
+    loss_config: LossConfig,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One policy-gradient update. Pure; jit it with :func:`jit_train_step`.
+
+    Args:
+      state: the TrainState.
+      batch: the dict described in the module docstring (leading axis B).
+      tx: the optax optimizer (closed over, not traced).
+      model_config / loss_config: static configs.
+
+    Returns:
+      ``(new_state, metrics)``; metrics are float32 scalars: ``loss``, ``pg_loss``, ``entropy`` (mean
+      per token), ``clip_frac``, ``ratio``, ``kl`` (if used), ``grad_norm``, ``num_tokens``,
+      ``weight_mean``, ``weight_abs_mean``.
+    """
+    cfg = loss_config
+    norm = L.normaliser(batch["mask"].astype(bool), cfg.aggregation)
+
+    def loss_fn(params, mb):
+        return _loss_and_metrics(params, state.ref_params, mb, norm, model_config, cfg)
+
+    loss, grads, sums = _accumulate(loss_fn, state.params, batch, cfg.num_microbatches)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ntok = jnp.maximum(sums["num_tokens"], 1.0)
+    metrics = {
+        "loss": loss,
+        "pg_loss": sums["pg_loss"],
+        "entropy": sums["entropy"] / ntok,
+        "clip_frac": sums["clip_frac"] / ntok,
+        "ratio": sums["ratio"] / ntok,
+        "grad_norm": optax.global_norm(grads),
+        "num_tokens": sums["num_tokens"],
+        "weight_mean": jnp.mean(batch["weights"]),
+        "weight_abs_mean": jnp.mean(jnp.abs(batch["weights"])),
+    }
+    if "kl" in sums:
+        metrics["kl"] = sums["kl"] / ntok
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
+
+
+def sft_step(
+    state: TrainState,
+    batch: Mapping[str, Array],
+    *,
+    tx: optax.GradientTransformation,
+    model_config: gemma2.Gemma2Config,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One supervised (teacher-forced cross-entropy, token mean) step on the same batch layout;
+    ``weights`` and ``old_logp`` are ignored. Used for the warm start before RL."""
+
+    def loss_fn(params):
+        logits = completion_logits(params, model_config, batch)
+        logp = L.token_logprobs(logits, batch["tokens"])
+        mask = batch["mask"].astype(bool)
+        return -L.aggregate(logp, mask, "token_mean", L.normaliser(mask, "token_mean"))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step, params=params, opt_state=opt_state)
+    return new_state, {"sft_loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+BATCH_KEYS = ("prompt_tokens", "prompt_mask", "tokens", "mask", "old_logp", "weights")
+
+
+def batch_shardings(mesh: Mesh) -> dict[str, Any]:
+    """Shardings of the batch dict: leading axis over ``("data", "fsdp")``."""
+    ndims = {"weights": 1}
+    return {k: S.batch_sharding(mesh, ndims.get(k, 2)) for k in BATCH_KEYS}
+
+
+def jit_train_step(
+    tx: optax.GradientTransformation,
+    model_config: gemma2.Gemma2Config,
+    loss_config: LossConfig,
+    shardings: TrainState,
+    mesh: Mesh,
+):
+    """``train_step`` jitted once, with explicit shardings and the state donated."""
+    fn = functools.partial(train_step, tx=tx, model_config=model_config, loss_config=loss_config)
+    return jax.jit(
+        fn,
+        in_shardings=(shardings, batch_shardings(mesh)),
+        out_shardings=(shardings, S.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def jit_sft_step(tx, model_config, shardings: TrainState, mesh: Mesh):
+    """``sft_step`` jitted once, with explicit shardings and the state donated."""
+    fn = functools.partial(sft_step, tx=tx, model_config=model_config)
+    return jax.jit(
+        fn,
+        in_shardings=(shardings, batch_shardings(mesh)),
+        out_shardings=(shardings, S.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_batch(
+    prompt_tokens: Any,
+    prompt_mask: Any,
+    tokens: Any,
+    mask: Any,
+    old_logp: Any,
+    weights: Any,
+    mesh: Mesh | None = None,
+) -> dict[str, Any]:
+    """Flattens ``[P, G, ...]`` sampler outputs and ``[P, G]`` weights into the step's batch.
+
+    Prompts ``[P, Tp]`` are repeated G times. With ``mesh`` the arrays are placed as global arrays
+    sharded over the batch axes (each process feeds its own slice); otherwise host numpy arrays.
+    """
+    tokens = np.asarray(tokens)
+    p, g, t = tokens.shape
+    batch = {
+        "prompt_tokens": np.repeat(np.asarray(prompt_tokens, np.int32), g, axis=0),
+        "prompt_mask": np.repeat(np.asarray(prompt_mask, bool), g, axis=0),
+        "tokens": tokens.reshape(p * g, t).astype(np.int32),
+        "mask": np.asarray(mask, bool).reshape(p * g, t),
+        "old_logp": np.asarray(old_logp, np.float32).reshape(p * g, t),
+        "weights": np.asarray(weights, np.float32).reshape(p * g),
+    }
+    if mesh is None:
+        return batch
+    sh = batch_shardings(mesh)
+    return {k: S.shard_host_array(v, sh[k]) for k, v in batch.items()}
