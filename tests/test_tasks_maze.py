@@ -88,7 +88,7 @@ def test_compact_prompt_format():
 
 
 def test_verifier_known_good_and_bad():
-    assert shortest_path(GRID) == "DRDR" or score_maze(GRID, shortest_path(GRID)) == 1.0
+    assert len(shortest_path(GRID)) == 4 and score_maze(GRID, shortest_path(GRID)) == 1.0
     good = ["RDDR", "DRDR", "rddr", "RD DR", "xRyDzDwR", "RLRDDR", "RDDRLR"]
     for g in good:
         assert score_maze(GRID, g) == 1.0, g
@@ -144,8 +144,8 @@ def test_generate_maze_rejects_bad_sizes():
         MazeTask(sizes=(6,))
     with pytest.raises(ValueError):
         generate_maze(rng, 5, 5, loop_fraction=1.5)
-    with pytest.raises(ValueError):  # 3x3 has too few distinct mazes for 10k prompts
-        MazeTask(sizes=(3,), num_train=10_000, num_eval=0, num_hard=0).prompts("train")
+    with pytest.raises(ValueError):  # 3x3 has too few distinct mazes for 500 prompts
+        MazeTask(sizes=(3,), num_train=500, num_eval=0, num_hard=0).prompts("train")
 
 
 def test_fuzz_10000_strings_never_raise():
@@ -162,7 +162,7 @@ def test_fuzz_10000_strings_never_raise():
     assert task.score(prompts[0], long) in (0.0, 1.0)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.text(alphabet=st.sampled_from(list("LRUDlrud{}\\boxed<answer>/ *.SE\n")), max_size=60))
 def test_hypothesis_scores_are_binary(text):
     assert score_maze(GRID, text) in (0.0, 1.0)

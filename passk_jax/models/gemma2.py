@@ -49,6 +49,7 @@ drop keys with ``q_pos - k_pos >= sliding_window`` (the same window convention a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -438,7 +439,7 @@ def _apply(params: Params, config: Gemma2Config, tokens, positions, attn_mask, c
     return Gemma2(config).apply({"params": params}, tokens, positions, attn_mask, cache)
 
 
-@jax.jit(static_argnames="config")
+@functools.partial(jax.jit, static_argnames="config")
 def forward(params: Params, tokens: Array, config: Gemma2Config) -> Array:
     """Logits of plain unpadded sequences (positions ``0..T-1``, causal attention).
 
@@ -469,7 +470,7 @@ def padded_positions(input_mask: Array) -> Array:
     return jnp.maximum(jnp.cumsum(input_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-@jax.jit(static_argnames="config")
+@functools.partial(jax.jit, static_argnames="config")
 def sequence_logits(
     params: Params, tokens: Array, input_mask: Array, config: Gemma2Config
 ) -> Array:

@@ -12,9 +12,13 @@ every task applies the same rules as Chen et al.'s maze verifier (``spec/passk_t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
+import signal
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,8 +26,10 @@ import numpy as np
 
 __all__ = [
     "Prompt",
+    "ScoreTimeout",
     "Task",
     "TaskBase",
+    "alarm_timeout",
     "extract_answer",
     "extract_answer_tag",
     "extract_boxed",
@@ -90,6 +96,45 @@ def safe_reward(fn: Callable[[], Any]) -> float:
     if math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, value))
+
+
+class ScoreTimeout(Exception):
+    """Raised inside :func:`alarm_timeout` when its time is up."""
+
+
+@contextlib.contextmanager
+def alarm_timeout(seconds: float | None):
+    """Interrupt the body with :class:`ScoreTimeout` after ``seconds`` of wall-clock time.
+
+    Uses ``SIGALRM`` (``setitimer``), so it only works in the main thread of a POSIX process; elsewhere
+    (worker threads, ``seconds`` None or <= 0) the body runs without a time limit. A timer already
+    armed by an outer caller is restored (minus the time spent) afterwards. Pure-Python code is
+    interrupted promptly; a long call inside a C extension is interrupted when it returns to Python.
+    """
+    usable = (
+        seconds is not None
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _handler(signum, frame):
+        raise ScoreTimeout(f"timed out after {seconds} s")
+
+    old_handler = signal.signal(signal.SIGALRM, _handler)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay > 0:
+            remaining = max(1e-3, old_delay - (time.monotonic() - start))
+            signal.setitimer(signal.ITIMER_REAL, remaining, old_interval)
 
 
 def score_batch_serial(

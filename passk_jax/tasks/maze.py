@@ -306,7 +306,8 @@ class MazeTask(TaskBase):
     """Solvable text mazes scored by Chen et al.'s verifier (module docstring has the details).
 
     Attributes:
-      sizes: difficulty levels of ``train`` / ``eval``: odd ints (square) or ``(rows, cols)`` pairs;
+      sizes: difficulty levels of ``train`` / ``eval``: a sequence of odd ints (square) or
+        ``(rows, cols)`` pairs, e.g. ``(5, 7)`` = two square sizes, ``((5, 7),)`` = one 5 x 7 size;
         prompt ``i`` of a split uses ``sizes[i % len(sizes)]``.
       hard_sizes: sizes of the held-out ``hard`` split (larger mazes).
       seed: generation seed; same seed -> same prompts.
@@ -387,19 +388,20 @@ class MazeTask(TaskBase):
         rng = np.random.default_rng([int(self.seed), _SPLIT_OFFSET[split]])
         out: list[Prompt] = []
         seen = set(taken)
-        misses = 0
+        misses = 0  # consecutive duplicates; many in a row means the size has run out of mazes
         while len(out) < num:
             rows, cols = sizes[len(out) % len(sizes)]
             grid = generate_maze(rng, rows, cols, self.loop_fraction, self.min_path_length)
             if grid in seen:
                 misses += 1
-                if misses > 1000 + 20 * num:
+                if misses > 2000:
                     raise ValueError(
                         f"maze: could not generate {num} distinct {split} mazes of sizes {sizes}; "
                         "use larger sizes, a higher loop_fraction or fewer prompts"
                     )
                 continue
             seen.add(grid)
+            misses = 0
             moves = shortest_path(grid)
             assert moves is not None  # generate_maze always connects S and E
             out.append(
@@ -422,8 +424,5 @@ class MazeTask(TaskBase):
 
 
 def _as_size_list(sizes: Any) -> Iterable[Any]:
-    if isinstance(sizes, int | np.integer):
-        return (sizes,)
-    sizes = tuple(sizes)
-    # A bare (rows, cols) pair of ints is ambiguous with two square sizes; treat ints as square sizes.
-    return sizes
+    """A bare int is one square size; any other iterable is a list of sizes (ints or pairs)."""
+    return (sizes,) if isinstance(sizes, int | np.integer) else tuple(sizes)

@@ -1,0 +1,478 @@
+"""Batched sampling of n completions per prompt for RL, with per-token log-probs.
+
+Axis legend: ``P`` prompts, ``G`` samples per prompt (= n), ``B = P * G`` decode rows, ``Tp`` prompt
+length (padded), ``T`` generated tokens (= ``max_new_tokens``), ``S = Tp + T`` cache slots, ``V`` vocab.
+
+The sampler splits four ways:
+
+1. **Host API** ``sample`` (and the baseline ``sample_reprefill``): validates, picks a token-choice
+   strategy, calls the two jitted stages, reshapes to ``[P, G, T]``.
+2. **Prefill** ``_prefill`` (jit): runs each prompt **once** into a cache of ``S`` slots, takes the
+   logits at its last real token, then broadcasts cache, logits and bookkeeping to ``G`` rows per prompt.
+3. **Decode loop** ``_decode`` (jit, ``lax.while_loop`` over ``DecodeState``, cache donated off CPU):
+   each step picks a token per row, records its log-prob, writes it, and runs the model on it with the
+   cache; the loop stops after ``T`` steps or as soon as every row has emitted EOS. Shapes are static.
+4. **Token-choice strategies**: small frozen dataclasses, ``Greedy()`` and ``Sampling(temperature,
+   top_k, top_p)``, mapping logits ``[B, V]`` to ``(token [B], logprob [B])``.
+
+Padding: prompts may be left- or right-padded (any mask works). Slots are storage and positions are
+meaning: prompt token ``j`` of a row sits in slot ``j`` with RoPE position ``cumsum(mask) - 1``;
+generated token ``t`` sits in slot ``Tp + t`` with position ``prompt_len + t``; pad slots are never
+attended. With left padding ``[prompt_tokens | tokens]`` is exactly the sequence whose
+``sequence_logits`` reproduce the sampler's logits (see ``recompute_logprobs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from passk_jax.models.gemma2 import (
+    Gemma2Config,
+    Params,
+    apply_with_cache,
+    init_cache,
+    padded_positions,
+    sequence_logits,
+)
+
+Array = jax.Array
+
+__all__ = [
+    "DecodeState",
+    "Greedy",
+    "SamplerOutput",
+    "Sampling",
+    "make_strategy",
+    "recompute_logprobs",
+    "sample",
+    "sample_reprefill",
+]
+
+
+@flax.struct.dataclass
+class SamplerOutput:
+    """What ``sample`` returns.
+
+    Attributes:
+      prompt_tokens: ``[P, Tp]`` int32, as given.
+      prompt_mask: ``[P, Tp]`` bool, as given.
+      tokens: ``[P, G, T]`` int32 generated tokens; ``pad_id`` after EOS (and after an early stop).
+      logprobs: ``[P, G, T]`` float32 log-prob of each generated token under the sampling
+        distribution (after temperature / top-k / top-p; for greedy, under the model's own
+        temperature-1 distribution); 0 where ``mask`` is False.
+      mask: ``[P, G, T]`` bool, True for generated tokens up to and including EOS.
+    """
+
+    prompt_tokens: Array
+    prompt_mask: Array
+    tokens: Array
+    logprobs: Array
+    mask: Array
+
+
+# ----------------------------------------------------------------------------------------------------
+# Token-choice strategies.
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+    """Arg-max decoding; the reported log-prob is the model's (temperature 1) log-softmax."""
+
+    def log_probs(self, logits_BV: Array) -> Array:
+        """Log-probs ``[B, V]`` reported for the chosen tokens (float32)."""
+        return jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
+
+    def __call__(self, logits_BV: Array, rng: Array) -> tuple[Array, Array]:
+        """Returns ``(token [B] int32, logprob [B] float32)``."""
+        del rng
+        tok_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+        logp_B = jnp.take_along_axis(self.log_probs(logits_BV), tok_B[:, None], axis=-1)[:, 0]
+        return tok_B, logp_B
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling from ``softmax(logits / temperature)`` restricted by top-k, then top-p.
+
+    ``top_k`` keeps the k largest logits (ties at the k-th value are kept); ``top_p`` then keeps the
+    smallest set of most likely tokens whose probability reaches ``top_p`` (renormalised).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def log_probs(self, logits_BV: Array) -> Array:
+        """Log-probs ``[B, V]`` of the sampling distribution (float32; ``-inf`` outside the support)."""
+        x = logits_BV.astype(jnp.float32) / self.temperature
+        if self.top_k is not None and self.top_k < x.shape[-1]:
+            kth = lax.top_k(x, self.top_k)[0][..., -1:]
+            x = jnp.where(x >= kth, x, -jnp.inf)
+        if self.top_p is not None and self.top_p < 1.0:
+            sorted_x = jnp.sort(x, axis=-1)[..., ::-1]
+            probs = jax.nn.softmax(sorted_x, axis=-1)
+            mass_before = jnp.cumsum(probs, axis=-1) - probs
+            # Smallest kept logit: the last sorted entry whose preceding mass is < top_p.
+            n_keep = jnp.sum(mass_before < self.top_p, axis=-1, keepdims=True)
+            cutoff = jnp.take_along_axis(sorted_x, jnp.maximum(n_keep - 1, 0), axis=-1)
+            x = jnp.where(x >= cutoff, x, -jnp.inf)
+        return jax.nn.log_softmax(x, axis=-1)
+
+    def __call__(self, logits_BV: Array, rng: Array) -> tuple[Array, Array]:
+        """Returns ``(token [B] int32, logprob [B] float32)``."""
+        logp_BV = self.log_probs(logits_BV)
+        tok_B = jax.random.categorical(rng, logp_BV, axis=-1).astype(jnp.int32)
+        return tok_B, jnp.take_along_axis(logp_BV, tok_B[:, None], axis=-1)[:, 0]
+
+
+def make_strategy(
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> Greedy | Sampling:
+    """``Greedy()`` when ``temperature == 0``, else ``Sampling(...)`` (``ValueError`` on bad values)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if temperature == 0:
+        return Greedy()
+    return Sampling(float(temperature), top_k, None if top_p is None else float(top_p))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prefill and decode.
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """The ``lax.while_loop`` carry of the decode stage (``B`` rows, ``S`` slots, ``T`` new tokens).
+
+    Attributes:
+      step: ``[]`` int32, tokens generated so far (also the next column of ``tokens``).
+      logits: ``[B, V]`` float32 logits predicting the next token.
+      cache: the model's KV cache (``S`` slots; ``cache["index"] == Tp + step``).
+      key_valid: ``[B, S]`` bool, slots holding a real token (prompt non-pads and generated tokens).
+      next_pos: ``[B]`` int32 RoPE position of the next token.
+      done: ``[B]`` bool, row has emitted EOS.
+      tokens: ``[B, T]`` int32 output buffer (``pad_id`` prefilled).
+      logprobs: ``[B, T]`` float32 output buffer (0 prefilled).
+      mask: ``[B, T]`` bool output buffer.
+      rng: the base PRNG key (folded with ``step`` each step).
+    """
+
+    step: Array
+    logits: Array
+    cache: Any
+    key_valid: Array
+    next_pos: Array
+    done: Array
+    tokens: Array
+    logprobs: Array
+    mask: Array
+    rng: Array
+
+
+@functools.partial(jax.jit, static_argnames=("config", "num_samples", "max_new_tokens"))
+def _prefill(
+    params: Params,
+    prompt_tokens: Array,
+    prompt_mask: Array,
+    rng: Array,
+    *,
+    config: Gemma2Config,
+    num_samples: int,
+    max_new_tokens: int,
+    pad_id: Array,
+) -> DecodeState:
+    """Runs every prompt once, then repeats its state ``num_samples`` times (rows ``p * G + g``)."""
+    p, tp = prompt_tokens.shape
+    s = tp + max_new_tokens
+    prompt_mask = prompt_mask.astype(bool)
+    cache = init_cache(config, p, s)
+    key_valid_PS = jnp.pad(prompt_mask, ((0, 0), (0, max_new_tokens)))
+    slots = jnp.arange(s)
+    attn_mask_PTS = key_valid_PS[:, None, :] & (slots[None, :] <= jnp.arange(tp)[:, None])[None]
+    positions_PT = padded_positions(prompt_mask)
+    logits_PTV, cache = apply_with_cache(
+        params, config, prompt_tokens.astype(jnp.int32), positions_PT, attn_mask_PTS, cache
+    )
+    last_P = tp - 1 - jnp.argmax(prompt_mask[:, ::-1], axis=-1)
+    logits_PV = jnp.take_along_axis(logits_PTV, last_P[:, None, None], axis=1)[:, 0]
+    prompt_len_P = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
+
+    rep = lambda x: jnp.repeat(x, num_samples, axis=0) if jnp.ndim(x) else x
+    b = p * num_samples
+    return DecodeState(
+        step=jnp.zeros((), jnp.int32),
+        logits=rep(logits_PV),
+        cache=jax.tree.map(rep, cache),
+        key_valid=rep(key_valid_PS),
+        next_pos=rep(prompt_len_P),
+        done=jnp.zeros((b,), bool),
+        tokens=jnp.full((b, max_new_tokens), pad_id, jnp.int32),
+        logprobs=jnp.zeros((b, max_new_tokens), jnp.float32),
+        mask=jnp.zeros((b, max_new_tokens), bool),
+        rng=rng,
+    )
+
+
+def _decode(
+    params: Params,
+    state: DecodeState,
+    *,
+    config: Gemma2Config,
+    strategy: Greedy | Sampling,
+    eos_id: Array,
+    pad_id: Array,
+) -> DecodeState:
+    """Generates until ``T`` tokens or every row hit EOS (``lax.while_loop`` over ``DecodeState``)."""
+    max_new = state.tokens.shape[1]
+    s = state.key_valid.shape[1]
+    prompt_slots = s - max_new
+
+    def cond(st: DecodeState) -> Array:
+        return (st.step < max_new) & ~jnp.all(st.done)
+
+    def body(st: DecodeState) -> DecodeState:
+        tok_B, logp_B = strategy(st.logits, jax.random.fold_in(st.rng, st.step))
+        live_B = ~st.done
+        tok_B = jnp.where(live_B, tok_B, pad_id)
+        logp_B = jnp.where(live_B, logp_B, 0.0)
+        col = (0, st.step)
+        tokens = lax.dynamic_update_slice(st.tokens, tok_B[:, None], col)
+        logprobs = lax.dynamic_update_slice(st.logprobs, logp_B[:, None], col)
+        mask = lax.dynamic_update_slice(st.mask, live_B[:, None], col)
+        slot = prompt_slots + st.step
+        key_valid = lax.dynamic_update_slice(st.key_valid, live_B[:, None], (0, slot))
+        attn_mask_B1S = (key_valid & (jnp.arange(s) <= slot)[None])[:, None, :]
+        logits_B1V, cache = apply_with_cache(
+            params, config, tok_B[:, None], st.next_pos[:, None], attn_mask_B1S, st.cache
+        )
+        return DecodeState(
+            step=st.step + 1,
+            logits=logits_B1V[:, 0],
+            cache=cache,
+            key_valid=key_valid,
+            next_pos=st.next_pos + 1,
+            done=st.done | (tok_B == eos_id),
+            tokens=tokens,
+            logprobs=logprobs,
+            mask=mask,
+            rng=st.rng,
+        )
+
+    return lax.while_loop(cond, body, state)
+
+
+_DECODE_STATIC = ("config", "strategy")
+_decode_jit = jax.jit(_decode, static_argnames=_DECODE_STATIC)
+_decode_jit_donated = jax.jit(_decode, static_argnames=_DECODE_STATIC, donate_argnames="state")
+
+
+def _run(
+    params,
+    config,
+    prompt_tokens,
+    prompt_mask,
+    *,
+    num_samples,
+    max_new_tokens,
+    rng,
+    temperature,
+    top_k,
+    top_p,
+    eos_id,
+    pad_id,
+    reprefill: bool,
+) -> SamplerOutput:
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError("num_samples and max_new_tokens must be >= 1")
+    prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
+    prompt_mask = jnp.asarray(prompt_mask, bool)
+    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_tokens {prompt_tokens.shape} and prompt_mask {prompt_mask.shape} must be "
+            "equal [P, Tp] shapes"
+        )
+    if not bool(np.all(np.asarray(prompt_mask).any(axis=-1))):
+        raise ValueError("every prompt needs at least one real token")
+    strategy = make_strategy(temperature, top_k, top_p)
+    # Traced, so new special ids do not recompile.
+    eos_id, pad_id = jnp.int32(eos_id), jnp.int32(pad_id)
+    p, g = prompt_tokens.shape[0], num_samples
+    if reprefill:  # baseline: every copy is its own prompt.
+        state = _prefill(
+            params,
+            jnp.repeat(prompt_tokens, g, axis=0),
+            jnp.repeat(prompt_mask, g, axis=0),
+            rng,
+            config=config,
+            num_samples=1,
+            max_new_tokens=max_new_tokens,
+            pad_id=pad_id,
+        )
+    else:
+        state = _prefill(
+            params,
+            prompt_tokens,
+            prompt_mask,
+            rng,
+            config=config,
+            num_samples=g,
+            max_new_tokens=max_new_tokens,
+            pad_id=pad_id,
+        )
+    decode = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donated
+    state = decode(params, state, config=config, strategy=strategy, eos_id=eos_id, pad_id=pad_id)
+    shape = (p, g, max_new_tokens)
+    return SamplerOutput(
+        prompt_tokens=prompt_tokens,
+        prompt_mask=prompt_mask,
+        tokens=state.tokens.reshape(shape),
+        logprobs=state.logprobs.reshape(shape),
+        mask=state.mask.reshape(shape),
+    )
+
+
+def sample(
+    params: Params,
+    config: Gemma2Config,
+    prompt_tokens: Any,
+    prompt_mask: Any,
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    rng: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int,
+    pad_id: int,
+) -> SamplerOutput:
+    """Samples ``num_samples`` completions per prompt, prefilling each prompt once.
+
+    Args:
+      params: model parameters.
+      config: the model config (static; one compilation per config / shape / strategy).
+      prompt_tokens: ``[P, Tp]`` int token ids (left padding recommended; any padding works).
+      prompt_mask: ``[P, Tp]`` bool, True on real prompt tokens (each row needs at least one).
+      num_samples: ``G``, completions per prompt.
+      max_new_tokens: ``T``, generated tokens per completion (at most).
+      rng: PRNG key; the same key gives the same samples.
+      temperature: softmax temperature; 0 means greedy.
+      top_k: keep the ``top_k`` most likely tokens (None = all).
+      top_p: nucleus mass (None = 1).
+      eos_id: stop token (kept in the output, with ``mask`` True).
+      pad_id: written after EOS.
+
+    Returns:
+      ``SamplerOutput`` with ``tokens`` / ``logprobs`` / ``mask`` of shape ``[P, G, T]``; row ``g``
+      of prompt ``p`` is sample ``g``. Example::
+
+        out = sample(params, cfg, toks, mask, num_samples=16, max_new_tokens=64,
+                     rng=jax.random.key(0), eos_id=tok.eos_id, pad_id=tok.pad_id)
+    """
+    return _run(
+        params,
+        config,
+        prompt_tokens,
+        prompt_mask,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        rng=rng,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        reprefill=False,
+    )
+
+
+def sample_reprefill(
+    params: Params,
+    config: Gemma2Config,
+    prompt_tokens: Any,
+    prompt_mask: Any,
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    rng: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int,
+    pad_id: int,
+) -> SamplerOutput:
+    """Baseline for benchmarks: like ``sample`` but prefills each of the ``P * G`` copies separately.
+
+    Arguments and output as ``sample``; with the same key it returns the same samples.
+    """
+    return _run(
+        params,
+        config,
+        prompt_tokens,
+        prompt_mask,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        rng=rng,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        reprefill=True,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("config", "temperature", "top_k", "top_p"))
+def recompute_logprobs(
+    params: Params,
+    config: Gemma2Config,
+    out: SamplerOutput,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Array:
+    """Log-probs of the sampled tokens recomputed by one cache-free ``sequence_logits`` pass.
+
+    The sequence of row ``(p, g)`` is ``[prompt_tokens[p] | tokens[p, g]]`` with mask
+    ``[prompt_mask[p] | mask[p, g]]``; generated token 0 is predicted by the last real prompt token
+    and token ``t > 0`` by token ``t - 1``. The same strategy transform as ``sample`` is applied.
+
+    Args:
+      params: model parameters.
+      config: the model config.
+      out: a ``SamplerOutput``.
+      temperature / top_k / top_p: the values given to ``sample``.
+
+    Returns:
+      ``[P, G, T]`` float32 log-probs, 0 where ``out.mask`` is False.
+    """
+    p, g, t = out.tokens.shape
+    tp = out.prompt_tokens.shape[1]
+    seq = jnp.concatenate(
+        [jnp.repeat(out.prompt_tokens, g, axis=0), out.tokens.reshape(p * g, t)], axis=1
+    )
+    seq_mask = jnp.concatenate(
+        [jnp.repeat(out.prompt_mask, g, axis=0), out.mask.reshape(p * g, t)], axis=1
+    )
+    logits = sequence_logits(params, seq, seq_mask, config)
+    last_prompt = tp - 1 - jnp.argmax(jnp.repeat(out.prompt_mask, g, axis=0)[:, ::-1], axis=-1)
+    idx = jnp.concatenate(
+        [last_prompt[:, None], jnp.broadcast_to(tp + jnp.arange(t - 1), (p * g, t - 1))], axis=1
+    )
+    logits_BTV = jnp.take_along_axis(logits, idx[:, :, None], axis=1)
+    logp_BTV = make_strategy(temperature, top_k, top_p).log_probs(logits_BTV.reshape(p * g * t, -1))
+    logp = jnp.take_along_axis(logp_BTV, out.tokens.reshape(-1, 1), axis=-1).reshape(p, g, t)
+    return jnp.where(out.mask, logp, 0.0)

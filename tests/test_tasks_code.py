@@ -1,0 +1,130 @@
+"""Tests of the code task: test splitting, extraction, fractional rewards in the sandbox, fuzzing."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from passk_jax.tasks import make_task
+from passk_jax.tasks.base import Task, fuzz_completions
+from passk_jax.tasks.code import (
+    CodeTask,
+    build_program,
+    count_passed,
+    extract_code,
+    problem_from_row,
+)
+from passk_jax.tasks.sandbox import SandboxLimits
+
+HUMANEVAL = {
+    "task_id": "Toy/0",
+    "prompt": 'def add(a, b):\n    """Return a + b."""\n',
+    "canonical_solution": "    return a + b\n",
+    "entry_point": "add",
+    "test": (
+        "METADATA = {'author': 'toy'}\n\n\ndef check(candidate):\n"
+        "    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n"
+        "    assert candidate(-1, 1) == 0\n    assert candidate(2, 2) == 4\n"
+    ),
+}
+MBPP = {
+    "task_id": 1,
+    "text": "Write a function sq(x) that squares x.",
+    "code": "def sq(x):\n    return x * x",
+    "test_list": ["assert sq(2) == 4", "assert sq(3) == 9"],
+    "test_setup_code": "",
+}
+LIMITS = SandboxLimits(timeout_s=5.0, cpu_s=3)
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    d = tmp_path_factory.mktemp("code")
+    (d / "mbpp.jsonl").write_text(json.dumps(MBPP) + "\n")
+    (d / "he.jsonl").write_text(json.dumps(HUMANEVAL) + "\n")
+    return make_task(
+        "code", train_path=d / "mbpp.jsonl", eval_path=d / "he.jsonl", limits=LIMITS, max_workers=2
+    )
+
+
+def test_problem_parsing_and_determinism(task):
+    he = problem_from_row(HUMANEVAL)
+    assert he["tests"] == [
+        "assert candidate(1, 2) == 3",
+        "assert candidate(0, 0) == 0",
+        "assert candidate(-1, 1) == 0",
+        "assert candidate(2, 2) == 4",
+    ]
+    assert "METADATA" in he["setup"]
+    mb = problem_from_row(MBPP)
+    assert mb["tests"] == MBPP["test_list"] and "assert sq(2) == 4" in mb["prompt"]
+    again = CodeTask(problems={"train": [MBPP], "eval": [HUMANEVAL]})
+    assert again.prompts("eval")[0].text == task.prompts("eval")[0].text
+    assert task.prompts("eval")[0].uid == "code/eval/000000"
+    assert not task.binary and isinstance(task, Task)
+
+
+def test_extract_code():
+    assert extract_code("text\n```python\nx = 1\n```\nmore\n```py\ny = 2\n```") == "y = 2\n"
+    assert extract_code("```python\nz = 3\n") == "z = 3\n"  # unclosed last fence
+    assert extract_code("plain = 1") == "plain = 1"
+
+
+def test_rewards_are_fraction_of_tests_passed(task):
+    he, mb = task.prompts("eval")[0], task.prompts("train")[0]
+    half = "```python\ndef add(a, b):\n    return a + b if a > 0 else 999\n```"
+    cases = [
+        (he, he.target, 1.0),  # continuation of the signature
+        (he, "```python\ndef add(a, b):\n    return b + a\n```", 1.0),  # full function
+        (he, half, 0.5),
+        (he, "    return 0\n", 0.5),
+        (mb, mb.target, 1.0),
+        (mb, "def sq(x):\n    return 4", 0.5),
+        (mb, "def sq(x):\n    raise ValueError", 0.0),
+        (mb, "this is not python (((", 0.0),
+        (mb, "import sys\nsys.exit(0)", 0.0),
+        (mb, "import os\nos._exit(0)", 0.0),
+        (mb, "", 0.0),
+    ]
+    rewards = task.score_batch([p for p, _, _ in cases], [c for _, c, _ in cases])
+    np.testing.assert_allclose(rewards, [r for _, _, r in cases])
+
+
+def test_partial_credit_survives_a_hanging_test():
+    problem = {
+        "prompt": "",
+        "tests": ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"],
+        "setup": "",
+        "entry_point": None,
+    }
+    t = CodeTask(problems={"train": [problem]}, limits=SandboxLimits(timeout_s=4.0), per_test_s=1)
+    code = "def f(x):\n    while x == 2:\n        pass\n    return x\n"
+    assert t.score(t.prompts("train")[0], code) == pytest.approx(2 / 3)
+
+
+def test_forged_pass_lines_without_the_nonce_do_not_count():
+    assert count_passed("abc PASS 0\nabc PASS 0\nabc PASS 7\nxyz PASS 1", "abc", 3) == 1
+    program = build_program(problem_from_row(MBPP), "print('PASS 0')", "n0nce")
+    assert "n0nce" in program
+
+
+def test_fuzz_10000_strings_build_and_sample_run(task):
+    """The pure-Python part sees 10,000 strings; a sample also runs in the sandbox."""
+    strings = fuzz_completions(3, 10_000)
+    problem = task.prompts("eval")[0].meta["problem"]
+    start = time.perf_counter()
+    for s in strings:
+        extract_code(s)
+        build_program(problem, s, "nonce")
+    assert time.perf_counter() - start < 10
+    sample = strings[:16]
+    rewards = task.score_batch([task.prompts("eval")[0]] * len(sample), sample)
+    assert rewards.shape == (16,) and np.all((rewards >= 0) & (rewards <= 1))
+
+
+@pytest.mark.slow
+def test_fuzz_sandbox_500_strings(task):
+    strings = fuzz_completions(4, 500)
+    rewards = task.score_batch([task.prompts("train")[0]] * len(strings), strings)
+    assert np.all((rewards >= 0) & (rewards <= 1))
