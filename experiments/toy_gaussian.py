@@ -48,7 +48,12 @@ KS = (1, 2, 4, 8, 16)
 # Quadrature optima quoted in the spec (pkpo.md section 4), 3 decimals.
 SPEC_OPTIMA = {1: 0.862, 2: 0.902, 4: 0.939, 8: 0.969, 16: 0.986}
 # Spec's own reproduction of Figure 4 (theta = 1, k = 4, 10,000 replicates): n -> (s, sloo, sloo-1).
-SPEC_FIG4 = {4: (268, 264, 10.2), 8: (116, 13.1, 2.0), 16: (56.8, 3.4, 0.82), 32: (27.5, 1.25, 0.39)}
+SPEC_FIG4 = {
+    4: (268, 264, 10.2),
+    8: (116, 13.1, 2.0),
+    16: (56.8, 3.4, 0.82),
+    32: (27.5, 1.25, 0.39),
+}
 PKPO_ESTIMATORS = ("s", "sloo", "sloo_minus_one")
 FIG4_METHODS = (
     "s",
@@ -286,7 +291,9 @@ def run(quick=False, outdir=DEFAULT_OUTDIR, seed=0, plots=True):
     key = jax.random.PRNGKey(seed)
     k1, k4, k5, kt = jax.random.split(key, 4)
     res = {"quick": quick, "sigma": SIGMA, "config": {}}
-    res["config"] = {a: (list(map(float, b)) if isinstance(b, np.ndarray) else b) for a, b in cfg.items()}
+    res["config"] = {
+        a: (list(map(float, b)) if isinstance(b, np.ndarray) else b) for a, b in cfg.items()
+    }
     timings = {}
 
     # Figure 1: landscape.
@@ -406,7 +413,7 @@ def run(quick=False, outdir=DEFAULT_OUTDIR, seed=0, plots=True):
     timings["train"] = time.time() - t0
     res["timings_s"] = timings
 
-    (figdir / "gaussian.json").write_text(json.dumps(res, indent=1))
+    (figdir / "gaussian.json").write_text(json.dumps(rounded(res), indent=1))
     if plots:
         _plots(res, figdir)
     md = _markdown(res)
@@ -450,16 +457,22 @@ def _plots(res, figdir):
         c = f"C{i}"
         f1 = res["fig1"][str(k)]
         ax[0].plot(fine, maxg_quadrature(fine, k), c, label=f"k={k}")
-        ax[0].errorbar(f1["theta"], f1["mc_value"], 2 * np.asarray(f1["mc_value_se"]), fmt="o",
-                       color=c, ms=3)
+        ax[0].errorbar(
+            f1["theta"], f1["mc_value"], 2 * np.asarray(f1["mc_value_se"]), fmt="o", color=c, ms=3
+        )
         ax[0].axvline(res["optima"][str(k)]["theta"], color=c, ls=":", lw=0.8)
         ax[1].plot(fine, grad_quadrature(fine, k), c, label=f"k={k}")
-        ax[1].errorbar(f1["theta"], f1["mc_grad"], 2 * np.asarray(f1["mc_grad_se"]), fmt="o",
-                       color=c, ms=3)
+        ax[1].errorbar(
+            f1["theta"], f1["mc_grad"], 2 * np.asarray(f1["mc_grad_se"]), fmt="o", color=c, ms=3
+        )
     ax[0].set(xlabel="theta", ylabel="maxg@k", title="maxg@k: quadrature (lines), MC (dots)")
     ax[1].axhline(0, color="k", lw=0.5)
-    ax[1].set(xlabel="theta", ylabel="d maxg@k / d theta", title="gradient (MC: sloo_minus_one)",
-              ylim=(-8, 4))
+    ax[1].set(
+        xlabel="theta",
+        ylabel="d maxg@k / d theta",
+        title="gradient (MC: sloo_minus_one)",
+        ylim=(-8, 4),
+    )
     ax[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figdir / "gaussian_fig1.png", dpi=dpi)
@@ -470,8 +483,13 @@ def _plots(res, figdir):
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, m in enumerate(f4["methods"]):
         ax.plot(f4["ns"], f4["var"][i], "o-", ms=3, label=m)
-    ax.set(xscale="log", yscale="log", xlabel="n", ylabel="variance of gradient estimate",
-           title=f"maxg@4 at theta=1 (true grad {f4['true_grad']:.3f})")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n",
+        ylabel="variance of gradient estimate",
+        title=f"maxg@4 at theta=1 (true grad {f4['true_grad']:.3f})",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figdir / "gaussian_fig4.png", dpi=dpi)
@@ -516,12 +534,18 @@ def _markdown(res):
     L += ["| k | optimal theta | spec | maxg@k at optimum | P(x > 1) |", "|---|---|---|---|---|"]
     for k in KS:
         o = res["optima"][str(k)]
-        L.append(f"| {k} | {o['theta']:.4f} | {o['spec_theta']:.3f} | {o['maxg']:.4f} | "
-                 f"{o['p_overshoot']:.3f} |")
+        L.append(
+            f"| {k} | {o['theta']:.4f} | {o['spec_theta']:.3f} | {o['maxg']:.4f} | "
+            f"{o['p_overshoot']:.3f} |"
+        )
     L += ["", "![Figure 1](toys/gaussian_fig1.png)", ""]
-    L += ["Monte-Carlo (n = {}, {} replicates per theta) against quadrature: largest |z| over the "
-          "theta grid per k (value via `E.maxg_at_k`, gradient via `sloo_minus_one`):".format(
-              res["config"]["fig1_n"], res["config"]["fig1_replicates"]), ""]
+    L += [
+        "Monte-Carlo (n = {}, {} replicates per theta) against quadrature: largest |z| over the "
+        "theta grid per k (value via `E.maxg_at_k`, gradient via `sloo_minus_one`):".format(
+            res["config"]["fig1_n"], res["config"]["fig1_replicates"]
+        ),
+        "",
+    ]
     L += ["| k | max abs z (value) | max abs z (gradient) |", "|---|---|---|"]
     for k in KS:
         f = res["fig1"][str(k)]
@@ -529,15 +553,24 @@ def _markdown(res):
     f4 = res["fig4"]
     R = res["config"]["fig4_replicates"]
     L += ["", f"### Figure 4: gradient variance, maxg@4 at theta = 1 ({R} replicates)", ""]
-    L += [f"Quadrature gradient: {f4['true_grad']:.4f}. Variance (mean, z = (mean - true)/s.e.):",
-          ""]
+    L += [
+        f"Quadrature gradient: {f4['true_grad']:.4f}. Variance (mean, z = (mean - true)/s.e.):",
+        "",
+    ]
     L += ["| n | " + " | ".join(f4["methods"]) + " |", "|---" * (len(f4["methods"]) + 1) + "|"]
     for j, n in enumerate(f4["ns"]):
-        cells = [f"{f4['var'][i][j]:.3g} ({f4['mean'][i][j]:.2f}, z={f4['z'][i][j]:+.1f})"
-                 for i in range(len(f4["methods"]))]
+        cells = [
+            f"{f4['var'][i][j]:.3g} ({f4['mean'][i][j]:.2f}, z={f4['z'][i][j]:+.1f})"
+            for i in range(len(f4["methods"]))
+        ]
         L.append(f"| {n} | " + " | ".join(cells) + " |")
-    L += ["", "Spec reproduction for comparison (s / sloo / sloo_minus_one): " + "; ".join(
-        f"n={n}: {a} / {b} / {c}" for n, (a, b, c) in SPEC_FIG4.items()) + ".", ""]
+    L += [
+        "",
+        "Spec reproduction for comparison (s / sloo / sloo_minus_one): "
+        + "; ".join(f"n={n}: {a} / {b} / {c}" for n, (a, b, c) in SPEC_FIG4.items())
+        + ".",
+        "",
+    ]
     checks = res["fig4_checks"]
     names = list(next(iter(checks.values())).keys()) if checks else []
     L += ["Figure 4 acceptance checks at every n >= 8:", ""]
@@ -548,41 +581,70 @@ def _markdown(res):
     L += ["### Figure 5: effective against raw reward (n = 32, uniform on [-1/2, 1/2])", ""]
     L += ["![Figure 5](toys/gaussian_fig5.png)", ""]
     L += ["Mean effective reward in the lowest / middle / highest raw-reward bin:", ""]
-    L += ["| estimator | " + " | ".join(f"k={k}" for k in KS) + " |",
-          "|---" * (len(KS) + 1) + "|"]
+    L += ["| estimator | " + " | ".join(f"k={k}" for k in KS) + " |", "|---" * (len(KS) + 1) + "|"]
     f5 = res["fig5"]
     for e in PKPO_ESTIMATORS:
-        cells = [f"{f5[e][str(k)][0]:+.3f} / {f5[e][str(k)][10]:+.3f} / {f5[e][str(k)][-1]:+.3f}"
-                 for k in KS]
+        cells = [
+            f"{f5[e][str(k)][0]:+.3f} / {f5[e][str(k)][10]:+.3f} / {f5[e][str(k)][-1]:+.3f}"
+            for k in KS
+        ]
         L.append(f"| {e} | " + " | ".join(cells) + " |")
     c = res["config"]
     L += ["", "### Training theta by stochastic gradient ascent", ""]
-    L += [f"n = {c['train_n']} samples per step, {c['train_steps']} steps, theta_0 = 0.5, step "
-          f"size 0.01 / (1 + t / {c['train_steps'] // 10}), estimate = mean of the second half of "
-          f"the iterates, {c['train_seeds']} seeds. Cell: mean over seeds (max abs error over "
-          "seeds).", ""]
-    L += ["| estimator | " + " | ".join(f"k={k}" for k in KS) + " |",
-          "|---" * (len(KS) + 1) + "|"]
-    L.append("| quadrature optimum | " + " | ".join(
-        f"{res['optima'][str(k)]['theta']:.4f}" for k in KS) + " |")
+    L += [
+        f"n = {c['train_n']} samples per step, {c['train_steps']} steps, theta_0 = 0.5, step "
+        f"size 0.01 / (1 + t / {c['train_steps'] // 10}), estimate = mean of the second half of "
+        f"the iterates, {c['train_seeds']} seeds. Cell: mean over seeds (max abs error over "
+        "seeds).",
+        "",
+    ]
+    L += ["| estimator | " + " | ".join(f"k={k}" for k in KS) + " |", "|---" * (len(KS) + 1) + "|"]
+    L.append(
+        "| quadrature optimum | "
+        + " | ".join(f"{res['optima'][str(k)]['theta']:.4f}" for k in KS)
+        + " |"
+    )
     for e in PKPO_ESTIMATORS:
         t = res["train"][e]
-        L.append(f"| {e} | " + " | ".join(
-            f"{t[str(k)]['theta_mean']:.4f} ({t[str(k)]['max_abs_err']:.4f})" for k in KS) + " |")
+        L.append(
+            f"| {e} | "
+            + " | ".join(
+                f"{t[str(k)]['theta_mean']:.4f} ({t[str(k)]['max_abs_err']:.4f})" for k in KS
+            )
+            + " |"
+        )
     ok = res["train_checks"]
-    L += ["", "Acceptance (sloo_minus_one within 0.01 of the optimum for every seed, k in {1, 2, 4, "
-          "8}): " + ", ".join(f"k={k}: {'holds' if v else 'FAILS'}" for k, v in ok.items()), ""]
+    L += [
+        "",
+        "Acceptance (sloo_minus_one within 0.01 of the optimum for every seed, k in {1, 2, 4, "
+        "8}): " + ", ".join(f"k={k}: {'holds' if v else 'FAILS'}" for k, v in ok.items()),
+        "",
+    ]
     L += ["![training](toys/gaussian_train.png)", ""]
     L += ["Wall-clock (s): " + ", ".join(f"{a} {b:.1f}" for a, b in res["timings_s"].items()), ""]
     return "\n".join(L)
 
 
+def rounded(obj, digits=6):
+    """Rounds floats in a JSON-like tree to ``digits`` significant digits (keeps files small)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {a: rounded(b, digits) for a, b in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(b, digits) for b in obj]
+    return obj
+
+
 def write_toys_md(outdir):
     """Concatenates the per-script sections (``toys/gaussian.md``, ``toys/bandit.md``)."""
     outdir = pathlib.Path(outdir)
-    parts = ["# Toy settings", "",
-             "Written by `experiments/toy_gaussian.py` and `experiments/toy_bandit.py`; do not edit.",
-             ""]
+    parts = [
+        "# Toy settings",
+        "",
+        "Written by `experiments/toy_gaussian.py` and `experiments/toy_bandit.py`; do not edit.",
+        "",
+    ]
     for name in ("gaussian.md", "bandit.md"):
         p = outdir / "toys" / name
         if p.exists():

@@ -85,10 +85,13 @@ def _prepare(rewards: Any, mask: Any) -> tuple[Array, Array | None]:
     if mask is None:
         return rewards, None
     mask = jnp.asarray(mask)
-    if mask.shape != rewards.shape:
+    try:
+        mask = jnp.broadcast_to(mask, rewards.shape)
+    except ValueError:
         raise ValueError(
-            f"`mask` shape {mask.shape} does not match `rewards` shape {rewards.shape}; they must be equal."
-        )
+            f"`mask` shape {mask.shape} does not match (or broadcast to) `rewards` shape "
+            f"{rewards.shape}."
+        ) from None
     mask = mask.astype(bool)
     return jnp.where(mask, rewards, 0), mask
 

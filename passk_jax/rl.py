@@ -40,7 +40,7 @@ from passk_jax.models import gemma2
 from passk_jax.tasks import make_task
 from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer, pad_batch
 
-__all__ = ["build", "train_and_evaluate"]
+__all__ = ["build", "train_and_evaluate", "warm_start"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -304,6 +304,31 @@ def _restore(mngr, step: int, state, shardings):
 
 # ----------------------------------------------------------------------------------------------------
 # The loop.
+
+
+def warm_start(config: ml_collections.ConfigDict, path: str) -> float:
+    """Runs only the supervised warm start of ``config`` and saves the parameters (orbax) at ``path``.
+
+    Several RL runs can then start from the same weights with
+    ``config.model.checkpoint = {"format": "orbax", "path": path}`` and ``config.sft.steps = 0``.
+    Returns the final SFT loss. Does nothing (returns NaN) if ``path`` already holds parameters.
+    """
+    from passk_jax import checkpoints
+
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        return float("nan")
+    run = _Run(config, os.path.dirname(path))
+    state, _ = TR.create_train_state(
+        run.model_config,
+        run.tx,
+        run.mesh,
+        config.seed,
+        params=_initial_params(config, run.model_config),
+    )
+    params, loss = _sft(run, state.params)
+    checkpoints.save_params(path, jax.device_get(params))
+    return loss
 
 
 def build(config, workdir: str) -> _Run:

@@ -383,3 +383,13 @@ def test_bad_input_raises():
         E.pkpo_rewards(np.zeros((3, 1)), 1, "sloo_minus_one")
     np.testing.assert_allclose(E.pkpo_rewards(np.ones((3, 1)), 1, "s"), np.ones((3, 1)))
     assert np.isnan(float(E.pass_at_k(1, 3, jnp.int32(4))))  # traced-k path: undefined -> NaN
+
+
+def test_mask_broadcasts():
+    g = np.random.default_rng(8).normal(size=(3, 6)).astype(np.float32)
+    m = np.arange(6)[None] < 4  # [1, G]: the first 4 samples of every group are valid
+    full = np.broadcast_to(m, g.shape)
+    for est in E.ESTIMATORS:
+        np.testing.assert_allclose(
+            E.pkpo_rewards(g, 2, est, mask=m), E.pkpo_rewards(g, 2, est, mask=full)
+        )

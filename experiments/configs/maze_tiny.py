@@ -13,7 +13,7 @@ Command::
 The argument is a comma-separated list of overrides:
 ``quick``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at 60% of the RL steps), ``adv=NAME``
 (any key of ``passk_jax.advantages.ADVANTAGES``; default ``pkpo_sloo_minus_one``), ``seed=N``,
-``steps=N``, ``hard`` (also evaluate on the larger held-out "hard" mazes).
+``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes).
 
 Expected metrics: the warm start alone reaches roughly pass@1 0.3-0.5 on held-out mazes; RL raises
 pass@k. The measured numbers live in ``experiments/results/maze_tiny.md`` (written by
@@ -117,6 +117,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     if "steps" in opts:
         c.rl.steps = int(opts["steps"])
+    if "lr" in opts:
+        c.optimizer.learning_rate = float(opts["lr"])
     c.checkpoint_every = 2 if quick else 25
     c.keep_checkpoints = 2
     c.tensorboard = True

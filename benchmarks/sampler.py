@@ -1,0 +1,158 @@
+"""Sampler throughput: ``passk_jax.sampler.sample`` vs transformers ``generate`` vs re-prefill, one run.
+
+Workload (defaults): the tiny Gemma-2 config with random weights, P=8 prompts of 16 tokens, n=16
+samples per prompt, exactly 64 new tokens each (no EOS for the JAX samplers; ``min_new_tokens`` for
+transformers), temperature 1, no top-k / top-p. The same weights serve both frameworks: a random
+``Gemma2ForCausalLM`` is saved with ``save_pretrained`` and loaded with ``load_hf_gemma2``.
+
+Timing: one warm-up call each (JIT compilation excluded), then the median of ``--repeats`` timed
+calls (``block_until_ready`` for JAX). Prints a markdown table and writes it to
+``benchmarks/results/sampler.md``.
+
+Run::
+
+    .venv/bin/python benchmarks/sampler.py            # tiny config, CPU, ~1-2 minutes
+    .venv/bin/python benchmarks/sampler.py --repeats 7 --prompt-len 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from passk_jax import sampler
+from passk_jax.checkpoints import load_hf_gemma2
+from passk_jax.models.gemma2 import Gemma2Config
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (compilation, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _hf_model(cfg: Gemma2Config, path: str, seed: int):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    hf_config = transformers.Gemma2Config(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.embed_dim,
+        intermediate_size=cfg.hidden_dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),
+        sliding_window=cfg.sliding_window,
+        max_position_embeddings=1024,
+        attn_implementation="eager",
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model = transformers.Gemma2ForCausalLM(hf_config).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "results", "sampler.md")
+    )
+    args = parser.parse_args()
+
+    import torch
+
+    cfg = Gemma2Config.tiny()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = _hf_model(cfg, tmp, args.seed)
+        cfg, params = load_hf_gemma2(tmp)
+    p, n, t = args.prompts, args.samples, args.new_tokens
+    rng = np.random.RandomState(args.seed)
+    prompts = rng.randint(3, cfg.vocab_size, (p, args.prompt_len)).astype(np.int32)
+    mask = np.ones_like(prompts, bool)
+    key = jax.random.key(args.seed)
+    common = dict(num_samples=n, max_new_tokens=t, rng=key, eos_id=-1, pad_id=0)
+
+    def run_jax():
+        out = sampler.sample(params, cfg, prompts, mask, **common)
+        jax.block_until_ready(out)
+        assert out.mask.all()
+
+    def run_reprefill():
+        out = sampler.sample_reprefill(params, cfg, prompts, mask, **common)
+        jax.block_until_ready(out)
+
+    input_ids = torch.tensor(prompts, dtype=torch.long)
+
+    def run_hf():
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=True,
+                num_return_sequences=n,
+                max_new_tokens=t,
+                min_new_tokens=t,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                pad_token_id=0,
+            )
+        assert out.shape == (p * n, args.prompt_len + t), out.shape
+
+    total = p * n * t
+    rows = [
+        ("passk_jax `sample` (prefill once, broadcast cache)", _median_time(run_jax, args.repeats)),
+        (
+            "passk_jax `sample_reprefill` (prefill every copy)",
+            _median_time(run_reprefill, args.repeats),
+        ),
+        (
+            f"transformers {__import__('transformers').__version__} `generate` (torch "
+            f"{torch.__version__}, eager)",
+            _median_time(run_hf, max(3, args.repeats // 2)),
+        ),
+    ]
+    hf_tps = total / rows[2][1]
+    lines = [
+        f"Sampler throughput, tiny Gemma-2 (random weights), P={p} prompts x n={n} samples x {t} new "
+        f"tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()}); median of "
+        f"{args.repeats} runs after warm-up.",
+        "",
+        "| sampler | median s | tokens/s | vs transformers |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, sec in rows:
+        tps = total / sec
+        lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {tps / hf_tps:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
