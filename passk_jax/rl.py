@@ -244,6 +244,8 @@ def _sft(run: _Run, params) -> Any:
     prompts = [p for p in run.train_prompts if p.target is not None]
     if not prompts:
         raise ValueError("sft.steps > 0 but the task's training prompts have no targets.")
+    # One (masked) target length for every batch, so the SFT step compiles once, not per batch.
+    t = max(len(run.tok.encode(p.target, add_bos=False, add_eos=True)) for p in prompts)
     rng = np.random.default_rng([run.config.seed, 11])
     bar = tqdm(range(cfg.steps), desc="warm start (SFT)", disable=not run.is_main, leave=False)
     loss = float("nan")
@@ -252,9 +254,7 @@ def _sft(run: _Run, params) -> Any:
         batch_prompts = [prompts[j] for j in idx]
         toks, pmask = _encode_prompts(run.tok, batch_prompts, run.max_prompt_len)
         targets = [run.tok.encode(p.target, add_bos=False, add_eos=True) for p in batch_prompts]
-        t = max(len(x) for x in targets)
-        tgt, tmask = pad_batch(targets, run.tok.pad_id, side="right")
-        tgt, tmask = tgt[:, :t], tmask[:, :t]
+        tgt, tmask = pad_batch(targets, run.tok.pad_id, side="right", length=t)
         b = TR.make_batch(
             toks,
             pmask,
@@ -379,8 +379,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             )
             if writer:
                 writer.write(0, {"sft/loss": sft_loss})
+        ev0 = run.evaluate(state.params, 0)  # every process: sampling is a collective
         if writer:
-            writer.write(0, run.evaluate(state.params, 0))
+            writer.write(0, ev0)
         _save(mngr, 0, state, {"step": 0, "solved": []})
 
     base_key = jax.random.wrap_key_data(jnp.asarray(_to_host(state.rng)))

@@ -270,11 +270,12 @@ def test_jit_equals_nojit_and_no_recompile_on_k():
                 f(g, k, mask), E.pkpo_rewards(g, k, est, mask=mask), rtol=1e-5, atol=1e-6
             )
         assert f._cache_size() == 1, "changing k recompiled"
-    fr = jax.jit(E.maxg_at_k)
+    # A fresh wrapper: jax.jit(E.maxg_at_k) elsewhere in the module shares its cache.
+    fr = jax.jit(lambda g, k: E.maxg_at_k(g, k))
     for k in (1, 3, 16):
         np.testing.assert_allclose(fr(g, k), E.maxg_at_k(g, k), rtol=1e-6)
     assert fr._cache_size() == 1
-    fp = jax.jit(E.pass_at_k)
+    fp = jax.jit(lambda c, n, k: E.pass_at_k(c, n, k))
     for k in (1, 4, 7):
         np.testing.assert_allclose(
             fp(np.arange(9), 8, k), E.pass_at_k(np.arange(9), 8, k), atol=1e-6

@@ -13,7 +13,8 @@ Command::
 The argument is a comma-separated list of overrides:
 ``quick``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at 60% of the RL steps), ``adv=NAME``
 (any key of ``passk_jax.advantages.ADVANTAGES``; default ``pkpo_sloo_minus_one``), ``seed=N``,
-``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes).
+``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes),
+``mesh=DxFxT`` (data x fsdp x tensor mesh sizes, e.g. ``mesh=2x2x2``; default all devices on fsdp).
 
 Expected metrics: the warm start alone reaches roughly pass@1 0.3-0.5 on held-out mazes; RL raises
 pass@k. The measured numbers live in ``experiments/results/maze_tiny.md`` (written by
@@ -60,7 +61,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             else {},
         }
     )
-    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    mesh = [int(x) for x in str(opts.get("mesh", "1x-1x1")).split("x")]
+    c.mesh = ml_collections.ConfigDict(dict(zip(("data", "fsdp", "tensor"), mesh)))
     c.sft = ml_collections.ConfigDict(
         {
             "steps": 30 if quick else 600,
@@ -71,7 +73,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     c.rl = ml_collections.ConfigDict(
         {
-            "steps": 4 if quick else 150,
+            "steps": 4 if quick else 250,
             "prompts_per_step": 8 if quick else 16,
             "num_samples": 8 if quick else 16,
             "max_new_tokens": 16,
@@ -99,7 +101,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     c.optimizer = ml_collections.ConfigDict(
         {
-            "learning_rate": 1e-3,
+            "learning_rate": 3e-4,
             "warmup_steps": 0,
             "cosine": False,
             "weight_decay": 0.0,
@@ -108,7 +110,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     c.eval = ml_collections.ConfigDict(
         {
-            "every": 2 if quick else 25,
+            "every": 2 if quick else 50,
             "num_prompts": 16 if quick else 128,
             "num_samples": 8 if quick else 16,
             "batch_prompts": 16 if quick else 32,
@@ -119,7 +121,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.rl.steps = int(opts["steps"])
     if "lr" in opts:
         c.optimizer.learning_rate = float(opts["lr"])
-    c.checkpoint_every = 2 if quick else 25
+    c.checkpoint_every = 2 if quick else 50
     c.keep_checkpoints = 2
     c.tensorboard = True
     c.name = f"maze_tiny {c.advantage} k={'8->1' if opts.get('anneal') else k} seed={c.seed}"

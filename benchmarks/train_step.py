@@ -1,0 +1,400 @@
+"""Policy-gradient step throughput: the jitted ``train_step`` vs the same model in torch, one run.
+
+Workload (defaults: ``--config tiny small``, one after the other): ``Gemma2Config.tiny(vocab_size=256)``
+(128k parameters) and a "small" CPU-sized config (D=256, 4 layers, V=1024) with random weights, a
+batch of B = P x G = 8 x 16 = 128 sequences of Tp = 32 prompt + T = 64 completion tokens, REINFORCE
+loss with per-sequence weights (``seq_mean_token_sum``: sum of weighted completion log-probs over
+tokens, mean over sequences), global-norm clipping at 1 and AdamW (no weight decay), float32.
+
+* **passk_jax**: ``train.jit_train_step`` (state donated, 1-device mesh on CPU, all local devices on
+  ``fsdp`` otherwise) on a batch placed by ``train.make_batch``.
+* **torch**: ``transformers.Gemma2ForCausalLM`` built from the equivalent HF config (eager attention,
+  float32, the *same* weights: saved with ``save_pretrained`` and loaded into ours with
+  ``checkpoints.load_hf_gemma2``), the same loss, ``backward``, ``clip_grad_norm_`` and
+  ``torch.optim.AdamW``. The first-step losses of both are printed as a sanity check (same weights,
+  same batch: they agree to float32 rounding).
+
+Tokens/s counts every position the step processes: ``B * (Tp + T)`` per step.
+
+The second table is the estimator / advantage cost as a fraction of a whole RL step (goal < 1%): the
+jitted ``estimators.pkpo_rewards(rewards, k, "sloo_minus_one")`` and ``advantages.passk_advantages`` on
+the step's ``[P, G]`` rewards against sampling (``sampler.sample``, P prompts x G samples x T new
+tokens) plus the train step.
+
+``--config 2b`` (for a GPU / TPU host): the Gemma-2 2B architecture with random weights, bf16 compute
+(float32 parameters and optimizer state), parameters and batch sharded over a mesh with every local
+device on ``fsdp``; no torch column. It reports tokens/s and model-FLOPs utilisation
+``MFU = 6 * params * tokens/s / (num_devices * peak FLOP/s)`` (``--peak-tflops`` per device, default
+989 = H100 SXM dense bf16; the 6N rule ignores attention FLOPs, so MFU is slightly understated).
+Use ``--microbatches`` to bound activation memory (the 256k-vocabulary logits dominate).
+
+Timing: one warm-up call each (compilation excluded), then the median of ``--repeats`` timed calls
+(``block_until_ready`` for JAX). On a shared machine the timings are noisy; the medians are what we
+report. Prints markdown tables and writes them to ``benchmarks/results/train_step.md``
+(``train_step_2b.md`` for ``--config 2b``).
+
+Run::
+
+    .venv/bin/python benchmarks/train_step.py                 # tiny + small, CPU, ~3-5 minutes
+    .venv/bin/python benchmarks/train_step.py --config tiny   # tiny only, ~1 minute
+    python benchmarks/train_step.py --config 2b --prompts 16 --samples 16 --prompt-len 256 \
+        --completion-len 512 --microbatches 16 --peak-tflops 989      # one H100
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from passk_jax import advantages as A
+from passk_jax import estimators as E
+from passk_jax import sampler
+from passk_jax import sharding as S
+from passk_jax import train as TR
+from passk_jax.checkpoints import load_hf_gemma2
+from passk_jax.models.gemma2 import Gemma2Config
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()  # compilation, caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _pct(frac: float) -> str:
+    """A percentage with two significant digits (small fractions stay visible)."""
+    return f"{100 * frac:.2g}%"
+
+
+def _model_config(name: str) -> Gemma2Config:
+    if name == "tiny":
+        return Gemma2Config.tiny(vocab_size=256)
+    if name == "small":
+        return Gemma2Config.tiny(
+            vocab_size=1024,
+            num_layers=4,
+            embed_dim=256,
+            hidden_dim=1024,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=64,
+            query_pre_attn_scalar=64.0,
+            sliding_window=32,
+        )
+    if name == "2b":
+        return Gemma2Config.gemma2_2b(dtype="bfloat16")
+    raise ValueError(f"unknown --config {name!r}")
+
+
+def _hf_model(cfg: Gemma2Config, path: str, seed: int):
+    """A random ``Gemma2ForCausalLM`` of ``cfg``'s sizes, saved to ``path`` (float32, eager)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    hf_config = transformers.Gemma2Config(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.embed_dim,
+        intermediate_size=cfg.hidden_dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),
+        sliding_window=cfg.sliding_window,
+        max_position_embeddings=4096,
+        attn_implementation="eager",
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model = transformers.Gemma2ForCausalLM(hf_config)
+    model.save_pretrained(path)
+    return model.train()
+
+
+def _host_batch(args, cfg: Gemma2Config):
+    """A [P, G, ...] rollout-shaped batch: left-padded prompts, completions with a ragged mask."""
+    p, g, tp, t = args.prompts, args.samples, args.prompt_len, args.completion_len
+    rng = np.random.RandomState(args.seed)
+    prompt = rng.randint(3, cfg.vocab_size, (p, tp)).astype(np.int32)
+    pmask = np.ones((p, tp), bool)
+    tokens = rng.randint(3, cfg.vocab_size, (p, g, t)).astype(np.int32)
+    mask = np.ones((p, g, t), bool)  # every position counts: the cost does not depend on the mask
+    old_logp = np.zeros((p, g, t), np.float32)
+    rewards = (rng.rand(p, g) < 0.3).astype(np.float32)
+    weights = np.asarray(E.pkpo_rewards(rewards, 4, "sloo_minus_one"))
+    return prompt, pmask, tokens, mask, old_logp, rewards, weights
+
+
+def _torch_step_fn(hf, prompt, tokens, mask, weights, g: int, lr: float):
+    """A closure doing one torch step (forward, the same loss, backward, clip, AdamW)."""
+    import torch
+
+    opt = torch.optim.AdamW(hf.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
+    p, tp = prompt.shape
+    t = tokens.shape[-1]
+    seq = torch.tensor(
+        np.concatenate([np.repeat(prompt, g, axis=0), tokens.reshape(p * g, t)], axis=1),
+        dtype=torch.long,
+    )
+    attn = torch.ones_like(seq)
+    tgt = torch.tensor(tokens.reshape(p * g, t), dtype=torch.long)
+    m = torch.tensor(mask.reshape(p * g, t), dtype=torch.float32)
+    w = torch.tensor(weights.reshape(p * g), dtype=torch.float32)
+    losses = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = hf(input_ids=seq, attention_mask=attn).logits[:, tp - 1 : tp + t - 1].float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, tgt[..., None])[..., 0]
+        loss = -(w * (logp * m).sum(-1)).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+
+    return step, losses
+
+
+def _machine_line(args, cfg, n_params: int) -> str:
+    try:
+        import torch
+
+        torch_v = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_v = "no torch"
+    dev = jax.devices()[0]
+    return (
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
+        f"{getattr(dev, 'device_kind', dev.platform)}), {torch_v}. Model `{args.config}`: "
+        f"{n_params:,} parameters (D={cfg.embed_dim}, L={cfg.num_layers}, V={cfg.vocab_size}, "
+        f"compute {cfg.dtype}). Batch P={args.prompts} x G={args.samples} sequences of "
+        f"Tp={args.prompt_len} + T={args.completion_len} tokens. Median of {args.repeats} timed "
+        "calls after warm-up; the machine is shared with other jobs, so timings are noisy."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=["tiny", "small"],
+        choices=("tiny", "small", "2b"),
+        help="one or more model configs, benchmarked one after the other",
+    )
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--completion-len", type=int, default=64)
+    parser.add_argument("--microbatches", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--k", type=int, default=4, help="k of the estimator / advantage timing")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="per device, bf16 dense")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-sampler", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    big = "2b" in args.config
+    out_path = args.out or os.path.join(RESULTS, "train_step_2b.md" if big else "train_step.md")
+    sections = []
+    for name in args.config:
+        sections.append(_bench(argparse.Namespace(**{**vars(args), "config": name})))
+    table = "\n\n".join(sections)
+    if jax.default_backend() == "cpu":
+        table += (
+            "\n\nNo GPU / TPU was available when this file was written: the `--config 2b` numbers "
+            "(tokens/s and MFU on an accelerator) are still to be measured."
+        )
+    print(table)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        f.write(table + "\n")
+
+
+def _bench(args) -> str:
+    """Benchmarks one model config; returns its markdown section."""
+    big = args.config == "2b"
+    cfg = _model_config(args.config)
+    hf = None
+    params = None
+    if not big and not args.no_torch:
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        with tempfile.TemporaryDirectory() as tmp:
+            hf = _hf_model(cfg, tmp, args.seed)
+            loaded_cfg, params = load_hf_gemma2(tmp)
+        if loaded_cfg != cfg:
+            print(f"note: the HF round trip changed the config to {loaded_cfg}")
+        cfg = loaded_cfg
+
+    # ---- passk_jax step ------------------------------------------------------------------------
+    mesh = S.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    lr = 1e-4
+    tx = TR.make_optimizer(lr, max_grad_norm=1.0)
+    loss_cfg = TR.LossConfig(
+        policy_loss="reinforce",
+        aggregation="seq_mean_token_sum",
+        num_microbatches=args.microbatches,
+    )
+    state, shardings = TR.create_train_state(cfg, tx, mesh, args.seed, params=params)
+    n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
+    step_fn = TR.jit_train_step(tx, cfg, loss_cfg, shardings, mesh)
+    prompt, pmask, tokens, mask, old_logp, rewards, weights = _host_batch(args, cfg)
+    batch = TR.make_batch(prompt, pmask, tokens, mask, old_logp, weights, mesh=mesh)
+    b = args.prompts * args.samples
+    step_tokens = b * (args.prompt_len + args.completion_len)
+
+    holder = {"state": state}
+    jax_losses = []
+
+    def run_jax():
+        holder["state"], m = step_fn(holder["state"], batch)
+        jax.block_until_ready(holder["state"])
+        jax_losses.append(float(m["loss"]))
+
+    t_jax = _median_time(run_jax, args.repeats)
+    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax)]
+
+    if hf is not None:
+        import torch
+        import transformers
+
+        torch_step, torch_losses = _torch_step_fn(
+            hf, prompt, tokens, mask, weights, args.samples, lr
+        )
+        t_torch = _median_time(torch_step, args.repeats)
+        rows.append(
+            (
+                f"transformers {transformers.__version__} `Gemma2ForCausalLM` + "
+                f"`torch.optim.AdamW` (torch {torch.__version__}, eager, float32)",
+                t_torch,
+            )
+        )
+        print(
+            f"first-step loss: passk_jax {jax_losses[0]:.6f}, torch {torch_losses[0]:.6f} "
+            "(same weights and batch)"
+        )
+
+    lines = [
+        f"## Train step, `--config {args.config}`",
+        "",
+        _machine_line(args, cfg, n_params),
+        "",
+    ]
+    if big:
+        ndev = len(jax.devices())
+        lines += [
+            "| implementation | median s / step | tokens/s | MFU |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, sec in rows:
+            tps = step_tokens / sec
+            mfu = 6 * n_params * tps / (ndev * args.peak_tflops * 1e12)
+            lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {100 * mfu:.1f}% |")
+        lines += [
+            "",
+            f"MFU = 6 x {n_params:,} params x tokens/s / ({ndev} devices x "
+            f"{args.peak_tflops:g} TFLOP/s peak); attention FLOPs not counted.",
+        ]
+    else:
+        ref = step_tokens / rows[-1][1]
+        lines += [
+            "| implementation | median s / step | tokens/s | vs torch |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, sec in rows:
+            tps = step_tokens / sec
+            lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {tps / ref:.2f}x |")
+        if hf is not None:
+            lines += [
+                "",
+                f"First-step loss (same weights and batch): passk_jax {jax_losses[0]:.6f}, "
+                f"torch {torch_losses[0]:.6f}.",
+            ]
+
+    # ---- estimator / advantage cost vs the whole RL step ------------------------------------------
+    rewards_j = jnp.asarray(rewards)
+    k = args.k
+    pkpo = jax.jit(functools.partial(E.pkpo_rewards, estimator="sloo_minus_one"))
+    passk = jax.jit(A.passk_advantages)
+    reps = max(50, 20 * args.repeats)
+
+    def run_pkpo():
+        jax.block_until_ready(pkpo(rewards_j, k))
+
+    def run_passk():
+        jax.block_until_ready(passk(rewards_j, k))
+
+    t_pkpo = _median_time(run_pkpo, reps, warmup=3)
+    t_passk = _median_time(run_passk, reps, warmup=3)
+    t_sample = None
+    if not args.no_sampler:
+        key = jax.random.key(args.seed)
+        params_now = holder["state"].params
+
+        def run_sample():
+            out = sampler.sample(
+                params_now,
+                cfg,
+                prompt,
+                pmask,
+                num_samples=args.samples,
+                max_new_tokens=args.completion_len,
+                rng=key,
+                eos_id=-1,
+                pad_id=0,
+            )
+            jax.block_until_ready(out)
+
+        t_sample = _median_time(run_sample, max(3, args.repeats))
+    whole = t_jax + (t_sample or 0.0)
+    what = "sample + train step" if t_sample is not None else "train step"
+    lines += [
+        "",
+        f"## Estimator / advantage cost vs one RL step (`--config {args.config}`)",
+        "",
+        f"Rewards [P={args.prompts}, G={args.samples}], k={k}; each kernel jitted, median of {reps} "
+        f"calls (dispatch included). Whole step = {what}"
+        + (
+            f" (`sampler.sample`: {args.prompts} x {args.samples} x {args.completion_len} new "
+            "tokens, prefill once)."
+            if t_sample is not None
+            else "."
+        ),
+        "",
+        "| part | median ms | fraction of the RL step |",
+        "|---|---:|---:|",
+    ]
+    if t_sample is not None:
+        lines.append(f"| `sampler.sample` | {1e3 * t_sample:.2f} | {t_sample / whole:.1%} |")
+    lines += [
+        f"| `jit_train_step` | {1e3 * t_jax:.2f} | {t_jax / whole:.1%} |",
+        f"| `pkpo_rewards(..., 'sloo_minus_one')` | {1e3 * t_pkpo:.3f} | {_pct(t_pkpo / whole)} |",
+        f"| `passk_advantages` | {1e3 * t_passk:.3f} | {_pct(t_passk / whole)} |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
