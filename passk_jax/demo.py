@@ -71,8 +71,7 @@ def main(argv=None) -> None:
         "| run | " + " | ".join(f"pass@{k}" for k in ks) + " | cumulative solve |",
         "|---|" + "---|" * (len(ks) + 1),
     ]
-    label0, before0 = rows[0][0], rows[0][1]
-    del label0
+    before0 = rows[0][1]
     lines.append(
         "| warm start (before RL) | "
         + " | ".join(f"{before0.get(f'eval/pass@{k}', float('nan')):.3f}" for k in ks)

@@ -8,7 +8,7 @@ step, as data (``P`` prompts, ``G`` samples each, ``Tp`` prompt tokens, ``T`` ne
       --train_step (jitted once, sharded, state donated)--> new state, metrics
 
 Every ``eval.every`` steps the policy samples ``eval.num_samples`` completions for held-out prompts and
-logs the unbiased pass@k for k = 1, 2, 4, ... . Everything a run needs to continue is in the orbax
+logs the unbiased pass@k for k = 1, 2, 4, ..., num_samples and any extra ``eval.ks``. Everything a run needs to continue is in the orbax
 checkpoint (params, optimizer state, step, PRNG key, cumulative-solve set); the data order and all
 random keys are functions of (seed, step), so a run killed and restarted with the same command gives
 the same results as an uninterrupted one. Orbax finalises a checkpoint by an atomic rename, so a
@@ -102,8 +102,21 @@ def _tokenizer(config, task):
 def _encode_prompts(tok, prompts, max_len: int | None = None):
     ids = [tok.encode(p.text, add_bos=True) for p in prompts]
     if max_len is not None:
-        ids = [x[-max_len:] for x in ids]
+        if max_len < 2:
+            raise ValueError(f"max_prompt_len must be >= 2 (BOS + one token), got {max_len}.")
+        # Keep BOS and the prompt's end (where the question and the answer cue sit).
+        ids = [x if len(x) <= max_len else x[:1] + x[-(max_len - 1) :] for x in ids]
     return pad_batch(ids, tok.pad_id, side="left")
+
+
+def _eval_ks(ev) -> list[int]:
+    """k = 1, 2, 4, ..., num_samples plus ``ev.ks`` (e.g. PKPO's pass@12 on ARC); k > n is an error."""
+    n = int(ev.num_samples)
+    extra = [int(k) for k in (ev.get("ks", None) or ())]
+    bad = [k for k in extra if not 1 <= k <= n]
+    if bad:
+        raise ValueError(f"eval.ks {bad} outside [1, eval.num_samples={n}].")
+    return sorted(set(M.powers_of_two(n)) | set(extra))
 
 
 def _to_host(x: Any) -> np.ndarray:
@@ -133,6 +146,11 @@ class _Run:
         self.task = make_task(config.task.name, **_to_dict(config.task.get("kwargs")))
         self.tok = _tokenizer(config, self.task)
         self.model_config = _model_config(config, self.tok.vocab_size)
+        if self.tok.vocab_size > self.model_config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {self.tok.vocab_size} ids but the model's vocab_size is "
+                f"{self.model_config.vocab_size}; ids past the table would be silently clipped."
+            )
         self.mesh = S.make_mesh(_to_dict(config.mesh) or None)
         self.train_prompts = self.task.prompts("train")
         self.eval_splits = {
@@ -225,7 +243,7 @@ class _Run:
                 ]
             )
             prefix = "eval" if split == "eval" else f"eval_{split}"
-            for k, v in M.pass_at_k_table(rewards, M.powers_of_two(ev.num_samples)).items():
+            for k, v in M.pass_at_k_table(rewards, _eval_ks(ev)).items():
                 out[f"{prefix}/pass@{k}"] = v
         return out
 

@@ -158,6 +158,36 @@ def state_shardings(
     )
 
 
+def check_params_match(params: Any, model_config: gemma2.Gemma2Config) -> None:
+    """Raises a ValueError naming every leaf whose path or shape differs from ``model_config``'s.
+
+    Catches a checkpoint loaded for one architecture and trained under another (e.g. a 2B checkpoint
+    with a 9B config, or a vocabulary that does not match the tokenizer) before anything is placed.
+    """
+    want = jax.eval_shape(functools.partial(gemma2.init_params, model_config), jax.random.key(0))
+    flat_want = {
+        jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(want)
+    }
+    flat_got = {
+        jax.tree_util.keystr(p): tuple(np.shape(v))
+        for p, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    problems = [f"missing {k}" for k in flat_want.keys() - flat_got.keys()]
+    problems += [f"unexpected {k}" for k in flat_got.keys() - flat_want.keys()]
+    problems += [
+        f"{k}: checkpoint {flat_got[k]} vs config {flat_want[k]}"
+        for k in flat_want.keys() & flat_got.keys()
+        if tuple(flat_want[k]) != flat_got[k]
+    ]
+    if problems:
+        shown = "; ".join(sorted(problems)[:8])
+        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise ValueError(
+            f"parameters do not match the model config ({len(problems)} problems): {shown}{more}. "
+            "Check config.model.kind / overrides against the checkpoint."
+        )
+
+
 def create_train_state(
     model_config: gemma2.Gemma2Config,
     tx: optax.GradientTransformation,
@@ -182,6 +212,7 @@ def create_train_state(
             functools.partial(gemma2.init_params, model_config), out_shardings=shardings.params
         )(init_key)
     else:
+        check_params_match(params, model_config)
         params = jax.device_put(params, shardings.params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     rep = S.replicated(mesh)

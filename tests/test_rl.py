@@ -329,3 +329,35 @@ def test_two_processes_match_one_same_mesh(shared_dir, tmp_path):
     _two_process_run("quick,mesh=2x2x2", two, shared_dir, tmp_path)
     _assert_same(_compared(_records(two)), _compared(_records(one)), rtol=1e-5, atol=1e-6)
     _assert_same(_final(two), _final(one), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# In-process checks of the loop's input handling.
+
+
+def test_prompt_truncation_keeps_bos_and_end():
+    import ml_collections
+
+    from passk_jax import rl
+    from passk_jax.tasks.base import Prompt
+    from passk_jax.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("abcdefghij")
+    prompts = [
+        Prompt(text="abcdefghij", target=None, meta={}, uid="a"),
+        Prompt(text="ab", target=None, meta={}, uid="b"),
+    ]
+    toks, mask = rl._encode_prompts(tok, prompts, max_len=5)
+    toks, mask = toks.tolist(), mask.tolist()
+    full = tok.encode("abcdefghij", add_bos=True)
+    assert toks[0] == [full[0], *full[-4:]]  # BOS, then the prompt's last 4 characters
+    assert toks[0][0] == tok.bos_id and all(mask[0])
+    assert [t for t, m in zip(toks[1], mask[1]) if m] == tok.encode("ab", add_bos=True)
+    with pytest.raises(ValueError, match="max_prompt_len"):
+        rl._encode_prompts(tok, prompts, max_len=1)
+
+    ev = ml_collections.ConfigDict({"num_samples": 16, "ks": [12, 4]})
+    assert rl._eval_ks(ev) == [1, 2, 4, 8, 12, 16]
+    ev.ks = [17]
+    with pytest.raises(ValueError, match="eval.ks"):
+        rl._eval_ks(ev)

@@ -1,6 +1,8 @@
 """The sharded policy-gradient step: sharded == single device, shardings kept, no recompilation,
 exact micro-batch accumulation, and loss-function properties."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from passk_jax import losses as L
 from passk_jax import sharding as S
 from passk_jax import train as TR
+from passk_jax.models import gemma2
 from passk_jax.testing import tiny_config
 
 
@@ -165,3 +168,22 @@ def test_mesh_errors_and_uneven_dims():
     mesh = S.make_mesh({"tensor": 8}, jax.devices()[:8])
     sh = S.logical_to_sharding(("kv_heads", "embed", "head_dim"), (2, 64, 16), mesh)
     assert sh.spec[0] is None  # 2 kv heads do not divide over 8 -> replicated
+
+
+def test_loaded_params_must_match_config():
+    """A checkpoint for another architecture is refused with every mismatch named, not mis-placed."""
+    cfg = tiny_config()
+    mesh = S.make_mesh((1, 1, 1), jax.devices()[:1])
+    tx = TR.make_optimizer(1e-3)
+    params = gemma2.init_params(cfg, jax.random.key(0))
+    state, _ = TR.create_train_state(cfg, tx, mesh, seed=0, params=params)  # matching: accepted
+    np.testing.assert_array_equal(
+        jax.tree.leaves(state.params)[0], np.asarray(jax.tree.leaves(params)[0])
+    )
+    other = dataclasses.replace(cfg, vocab_size=cfg.vocab_size + 8)
+    with pytest.raises(ValueError, match="checkpoint") as e:
+        TR.create_train_state(other, tx, mesh, seed=0, params=params)
+    assert "embed" in str(e.value)
+    deeper = dataclasses.replace(cfg, num_layers=cfg.num_layers + 1)
+    with pytest.raises(ValueError, match="missing"):
+        TR.create_train_state(deeper, tx, mesh, seed=0, params=params)
