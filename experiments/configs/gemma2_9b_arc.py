@@ -77,26 +77,13 @@ import os
 
 import ml_collections
 
+from passk_jax import config_lib
+
 _N = 16  # samples per prompt (PKPO: n = 16 at every step)
 
 
-def _parse(arg: str) -> dict:
-    out = {}
-    for item in filter(None, (a.strip() for a in (arg or "").split(","))):
-        key, _, value = item.partition("=")
-        out[key] = value if value else True
-    return out
-
-
-def _mesh(spec: str) -> dict:
-    sizes = [int(s) for s in str(spec).split("x")]
-    if len(sizes) != 3:
-        raise ValueError(f"mesh=DATAxFSDPxTENSOR needs three sizes, got {spec!r}")
-    return dict(zip(("data", "fsdp", "tensor"), sizes, strict=True))
-
-
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    opts = _parse(arg)
+    opts = config_lib.parse_args(arg)
     quick = bool(opts.get("quick"))
     ckpt = opts.get("ckpt", "" if quick else "~/models/gemma-2-9b")
     c = ml_collections.ConfigDict()
@@ -126,64 +113,30 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             },
         }
     )
-    c.mesh = ml_collections.ConfigDict(_mesh(opts.get("mesh", "1x-1x1")))
+    c.mesh = ml_collections.ConfigDict(config_lib.parse_mesh(opts.get("mesh", "1x-1x1")))
     c.sft = ml_collections.ConfigDict({"steps": 0})  # RL directly from the pretrained checkpoint
 
     # ---- RL ----------------------------------------------------------------------------------------
-    c.rl = ml_collections.ConfigDict(
-        {
-            "steps": 2 if quick else 3000,
-            "prompts_per_step": 2 if quick else 16,
-            "num_samples": _N,
-            "max_new_tokens": 8 if quick else 256,
-            "temperature": 1.0,
-            "top_k": None,
-            "top_p": None,
-        }
-    )
-    c.advantage = opts.get("adv", "pkpo_sloo_minus_one")
-    k = int(opts.get("k", 4))
-    if opts.get("anneal"):
-        at = int(opts.get("anneal_at", 1 if quick else 1500))
-        c.k_schedule = {"kind": "step", "k_start": 8, "k_end": 1, "at": at}
-    else:
-        c.k_schedule = {"kind": "constant", "k": k}
-    c.phases = None
-    c.loss = ml_collections.ConfigDict(
-        {
+    config_lib.rl_sections(
+        c,
+        opts,
+        steps=2 if quick else 3000,
+        prompts_per_step=2 if quick else 16,
+        num_samples=_N,
+        max_new_tokens=8 if quick else 256,
+        anneal_at=1 if quick else 1500,
+        loss={
             "policy_loss": "ppo",
             "clip_low": 0.2,
             "clip_high": 0.2,
-            "aggregation": "seq_mean_token_sum",
-            "kl_coef": 0.0,
-            "entropy_coef": float(opts.get("ent", 0.0)),
-            "temperature": 1.0,
-            "num_microbatches": int(opts.get("micro", 2 if quick else 16)),
-        }
+            "num_microbatches": 2 if quick else 16,
+        },
+        learning_rate=5e-7,
+        warmup_steps=0 if quick else 10,
+        eval_every=2 if quick else 100,
+        eval_prompts=2 if quick else None,
+        eval_batch_prompts=2 if quick else 16,
+        checkpoint_every=2 if quick else 100,
     )
-    c.optimizer = ml_collections.ConfigDict(
-        {
-            "learning_rate": float(opts.get("lr", 5e-7)),
-            "warmup_steps": 0 if quick else 10,
-            "cosine": False,
-            "weight_decay": 0.0,
-            "max_grad_norm": 1.0,
-        }
-    )
-    c.eval = ml_collections.ConfigDict(
-        {
-            "every": 2 if quick else 100,
-            "num_prompts": 2 if quick else None,  # None: every held-out prompt
-            "num_samples": _N,  # pass@{1, 2, 4, 8, 16}
-            "batch_prompts": 2 if quick else 16,
-            "splits": ("eval",),
-        }
-    )
-    if "steps" in opts:
-        c.rl.steps = int(opts["steps"])
-    c.checkpoint_every = 2 if quick else 100
-    c.keep_checkpoints = 2
-    c.tensorboard = True
-    schedule = "8->1" if opts.get("anneal") else str(k)
-    c.name = f"gemma2_9b arc {c.advantage} k={schedule} seed={c.seed}"
+    c.name = f"gemma2_9b arc {c.advantage} k={config_lib.schedule_label(opts)} seed={c.seed}"
     return c

@@ -23,17 +23,11 @@ pass@k. The measured numbers live in ``experiments/results/maze_tiny.md`` (writt
 
 import ml_collections
 
-
-def _parse(arg: str) -> dict:
-    out = {}
-    for item in filter(None, (a.strip() for a in (arg or "").split(","))):
-        key, _, value = item.partition("=")
-        out[key] = value if value else True
-    return out
+from passk_jax import config_lib
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    opts = _parse(arg)
+    opts = config_lib.parse_args(arg)
     quick = bool(opts.get("quick"))
     c = ml_collections.ConfigDict()
     c.seed = int(opts.get("seed", 0))
@@ -61,8 +55,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             else {},
         }
     )
-    mesh = [int(x) for x in str(opts.get("mesh", "1x-1x1")).split("x")]
-    c.mesh = ml_collections.ConfigDict(dict(zip(("data", "fsdp", "tensor"), mesh)))
+    c.mesh = ml_collections.ConfigDict(config_lib.parse_mesh(opts.get("mesh", "1x-1x1")))
     c.sft = ml_collections.ConfigDict(
         {
             "steps": 30 if quick else 600,
@@ -71,58 +64,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "warmup_steps": 10,
         }
     )
-    c.rl = ml_collections.ConfigDict(
-        {
-            "steps": 4 if quick else 250,
-            "prompts_per_step": 8 if quick else 16,
-            "num_samples": 8 if quick else 16,
-            "max_new_tokens": 16,
-            "temperature": 1.0,
-            "top_k": None,
-            "top_p": None,
-        }
+    steps = int(opts.get("steps", 4 if quick else 250))
+    config_lib.rl_sections(
+        c,
+        opts,
+        steps=steps,
+        prompts_per_step=8 if quick else 16,
+        num_samples=8 if quick else 16,
+        max_new_tokens=16,
+        anneal_at=int(0.6 * steps),
+        loss={"policy_loss": "reinforce"},
+        learning_rate=3e-4,
+        warmup_steps=0,
+        eval_every=2 if quick else 50,
+        eval_prompts=16 if quick else 128,
+        eval_batch_prompts=16 if quick else 32,
+        eval_splits=("eval", "hard") if opts.get("hard") else ("eval",),
+        checkpoint_every=2 if quick else 50,
     )
-    c.advantage = opts.get("adv", "pkpo_sloo_minus_one")
-    k = int(opts.get("k", 4))
-    if opts.get("anneal"):
-        c.k_schedule = {"kind": "step", "k_start": 8, "k_end": 1, "at": int(0.6 * c.rl.steps)}
-    else:
-        c.k_schedule = {"kind": "constant", "k": k}
-    c.phases = None
-    c.loss = ml_collections.ConfigDict(
-        {
-            "policy_loss": "reinforce",
-            "aggregation": "seq_mean_token_sum",
-            "kl_coef": 0.0,
-            "entropy_coef": 0.0,
-            "temperature": 1.0,
-            "num_microbatches": 1,
-        }
-    )
-    c.optimizer = ml_collections.ConfigDict(
-        {
-            "learning_rate": 3e-4,
-            "warmup_steps": 0,
-            "cosine": False,
-            "weight_decay": 0.0,
-            "max_grad_norm": 1.0,
-        }
-    )
-    c.eval = ml_collections.ConfigDict(
-        {
-            "every": 2 if quick else 50,
-            "num_prompts": 16 if quick else 128,
-            "num_samples": 8 if quick else 16,
-            "batch_prompts": 16 if quick else 32,
-            "splits": ("eval", "hard") if opts.get("hard") else ("eval",),
-        }
-    )
-    if "steps" in opts:
-        c.rl.steps = int(opts["steps"])
-    if "lr" in opts:
-        c.optimizer.learning_rate = float(opts["lr"])
-    c.checkpoint_every = 2 if quick else 50
-    c.keep_checkpoints = 2
-    c.tensorboard = True
-    c.name = f"maze_tiny {c.advantage} k={'8->1' if opts.get('anneal') else k} seed={c.seed}"
+    c.name = f"maze_tiny {c.advantage} k={config_lib.schedule_label(opts)} seed={c.seed}"
     return c
