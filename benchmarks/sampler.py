@@ -32,14 +32,21 @@ from passk_jax.checkpoints import load_hf_gemma2
 from passk_jax.models.gemma2 import Gemma2Config
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation, caches)
-    times = []
+def _interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median seconds of each function over ``repeats`` rounds; each round runs every function once.
+
+    Interleaving puts every contender under the same background load (a shared machine's load drifts
+    over seconds), so the ratios compare like with like.
+    """
+    for fn in fns:
+        fn()  # warm-up (compilation, caches)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def _hf_model(cfg: Gemma2Config, path: str, seed: int):
@@ -74,7 +81,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "sampler.md")
@@ -122,24 +129,20 @@ def main() -> None:
         assert out.shape == (p * n, args.prompt_len + t), out.shape
 
     total = p * n * t
-    rows = [
-        ("passk_jax `sample` (prefill once, broadcast cache)", _median_time(run_jax, args.repeats)),
-        (
-            "passk_jax `sample_reprefill` (prefill every copy)",
-            _median_time(run_reprefill, args.repeats),
-        ),
-        (
-            f"transformers {__import__('transformers').__version__} `generate` (torch "
-            f"{torch.__version__}, eager)",
-            _median_time(run_hf, max(3, args.repeats // 2)),
-        ),
+    names = [
+        "passk_jax `sample` (prefill once, broadcast cache)",
+        "passk_jax `sample_reprefill` (prefill every copy)",
+        f"transformers {__import__('transformers').__version__} `generate` (torch "
+        f"{torch.__version__}, eager)",
     ]
+    secs = _interleaved_medians([run_jax, run_reprefill, run_hf], args.repeats)
+    rows = list(zip(names, secs))
     hf_tps = total / rows[2][1]
     lines = [
         f"Sampler throughput, tiny Gemma-2 (random weights), P={p} prompts x n={n} samples x {t} new "
         f"tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()}); median of "
-        f"{args.repeats} runs after warm-up.",
+        f"{args.repeats} interleaved rounds after warm-up (each round runs all three).",
         "",
         "| sampler | median s | tokens/s | vs transformers |",
         "|---|---:|---:|---:|",

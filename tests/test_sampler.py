@@ -161,6 +161,25 @@ def test_strategy_distribution():
     assert sampler.make_strategy(0.0) == sampler.Greedy()
 
 
+def test_sampled_frequencies_match_distribution():
+    """Inverse-CDF draws: frequencies match the sampling distribution (chi-square, 200k draws), and
+    tokens of zero probability (here two in the middle and the last) are never drawn."""
+    probs = np.array([0.1, 0.0, 0.4, 0.0, 0.25, 0.2, 0.05, 0.0], np.float64)
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))[None].repeat(4000, axis=0)
+    strategy = sampler.Sampling()
+    draw = jax.jit(lambda key: strategy(logits, key)[0])
+    toks = np.concatenate([np.asarray(draw(jax.random.key(i))) for i in range(50)])
+    counts = np.bincount(toks, minlength=8)
+    assert counts[probs == 0].sum() == 0
+    expected = probs[probs > 0] * toks.size
+    chi2 = float(np.sum((counts[probs > 0] - expected) ** 2 / expected))
+    assert chi2 < 20.5, (chi2, counts)  # 4 degrees of freedom: P(chi2 > 20.5) < 0.0004
+    _, logp = strategy(logits[:3], jax.random.key(0))
+    np.testing.assert_allclose(
+        np.exp(logp), probs[np.asarray(strategy(logits[:3], jax.random.key(0))[0])], rtol=1e-5
+    )
+
+
 def test_invalid_inputs(tiny):
     c, params = tiny
     with pytest.raises(ValueError):

@@ -35,8 +35,11 @@ KV cache (``init_cache``), a plain dict::
 
     cache["index"]          []            int32  next cache slot to write (shared by all rows)
     cache["positions"]      [B, S]        int32  RoPE position of the key stored in each slot
-    cache["layer_{i}"]["k"] [B, S, K, H]  keys   (after RoPE), compute dtype
-    cache["layer_{i}"]["v"] [B, S, K, H]  values, compute dtype
+    cache["layer_{i}"]["k"] [B, K, S, H]  keys   (after RoPE), compute dtype
+    cache["layer_{i}"]["v"] [B, K, S, H]  values, compute dtype
+
+Heads come before slots so that the attention dots read the cache as stored (batch dims B, K leading):
+with ``[B, S, K, H]`` every decode step transposed every layer's whole cache, twice.
 
 A call with ``T`` new tokens writes their keys into slots ``[index, index + T)`` with one
 ``lax.dynamic_update_slice`` per tensor and advances ``index`` by ``T``. Slots are storage, positions
@@ -259,31 +262,48 @@ class Attention(nn.Module):
         k_BTKH = _apply_rope(k_BTKH, q_pos_BT, c.rope_base_frequency)
         q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
 
+        k_BKTH = jnp.swapaxes(k_BTKH, 1, 2)
+        v_BKTH = jnp.swapaxes(v_BTKH, 1, 2)
         if layer_cache is None:
-            k_BSKH, v_BSKH, new_cache = k_BTKH, v_BTKH, None
+            k_BKSH, v_BKSH, new_cache = k_BKTH, v_BKTH, None
         else:
-            start = (0, write_index, 0, 0)
-            k_BSKH = lax.dynamic_update_slice(
-                layer_cache["k"], k_BTKH.astype(layer_cache["k"].dtype), start
+            start = (0, 0, write_index, 0)
+            k_BKSH = lax.dynamic_update_slice(
+                layer_cache["k"], k_BKTH.astype(layer_cache["k"].dtype), start
             )
-            v_BSKH = lax.dynamic_update_slice(
-                layer_cache["v"], v_BTKH.astype(layer_cache["v"].dtype), start
+            v_BKSH = lax.dynamic_update_slice(
+                layer_cache["v"], v_BKTH.astype(layer_cache["v"].dtype), start
             )
-            new_cache = {"k": k_BSKH, "v": v_BSKH}
-            k_BSKH, v_BSKH = k_BSKH.astype(x_BTD.dtype), v_BSKH.astype(x_BTD.dtype)
+            new_cache = {"k": k_BKSH, "v": v_BKSH}
+            k_BKSH, v_BKSH = k_BKSH.astype(x_BTD.dtype), v_BKSH.astype(x_BTD.dtype)
 
         b, t = x_BTD.shape[:2]
         q_BTKRH = q_BTNH.reshape(b, t, k, n // k, h)
-        logits_BKRTS = jnp.einsum(
-            "BTKRH,BSKH->BKRTS", q_BTKRH, k_BSKH, preferred_element_type=jnp.float32
-        )
+        if t == 1:
+            # Decode: per (row, head) a [R, H] x [H, S] product, too small for a matmul kernel; a
+            # fused multiply-reduce over H reads the cache once, in its stored layout.
+            q_BKRH = q_BTKRH[:, 0].astype(jnp.float32)
+            k32_BKSH = k_BKSH.astype(jnp.float32)
+            logits_BKRS = jnp.sum(q_BKRH[:, :, :, None, :] * k32_BKSH[:, :, None], axis=-1)
+            logits_BKRTS = logits_BKRS[:, :, :, None, :]
+        else:
+            logits_BKRTS = jnp.einsum(
+                "BTKRH,BKSH->BKRTS", q_BTKRH, k_BKSH, preferred_element_type=jnp.float32
+            )
         logits_BKRTS = _softcap(logits_BKRTS, c.attn_logit_softcap)
         mask_BTS = attn_mask_BTS
         if self.sliding:
             mask_BTS = mask_BTS & ((q_pos_BT[:, :, None] - k_pos_BS[:, None, :]) < c.sliding_window)
         logits_BKRTS = jnp.where(mask_BTS[:, None, None], logits_BKRTS, _MASK_VALUE)
-        probs_BKRTS = jax.nn.softmax(logits_BKRTS, axis=-1).astype(v_BSKH.dtype)
-        enc_BTKRH = jnp.einsum("BKRTS,BSKH->BTKRH", probs_BKRTS, v_BSKH)
+        probs_BKRTS = jax.nn.softmax(logits_BKRTS, axis=-1).astype(v_BKSH.dtype)
+        if t == 1:
+            probs_BKRS = probs_BKRTS[:, :, :, 0].astype(jnp.float32)
+            enc_BKRH = jnp.sum(
+                probs_BKRS[..., None] * v_BKSH[:, :, None].astype(jnp.float32), axis=3
+            )
+            enc_BTKRH = enc_BKRH[:, None].astype(v_BKSH.dtype)
+        else:
+            enc_BTKRH = jnp.einsum("BKRTS,BKSH->BTKRH", probs_BKRTS, v_BKSH)
         enc_BTNH = enc_BTKRH.reshape(b, t, n, h)
         return out_einsum("BTNH,NHD->BTD", enc_BTNH), new_cache
 
@@ -507,10 +527,10 @@ def init_cache(config: Gemma2Config, batch_size: int, max_len: int, dtype: Any =
       dtype: storage dtype of keys / values; defaults to the compute dtype ``config.dtype``.
 
     Returns:
-      ``{"index": int32 [], "positions": int32 [B, S], "layer_{i}": {"k", "v": [B, S, K, H]}}``.
+      ``{"index": int32 [], "positions": int32 [B, S], "layer_{i}": {"k", "v": [B, K, S, H]}}``.
     """
     dtype = jnp.dtype(config.dtype if dtype is None else dtype)
-    shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
     cache: Cache = {
         "index": jnp.zeros((), jnp.int32),
         "positions": jnp.zeros((batch_size, max_len), jnp.int32),
