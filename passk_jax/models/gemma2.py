@@ -35,11 +35,12 @@ KV cache (``init_cache``), a plain dict::
 
     cache["index"]          []            int32  next cache slot to write (shared by all rows)
     cache["positions"]      [B, S]        int32  RoPE position of the key stored in each slot
-    cache["layer_{i}"]["k"] [B, K, S, H]  keys   (after RoPE), compute dtype
+    cache["layer_{i}"]["k"] [B, K, H, S]  keys   (after RoPE), compute dtype
     cache["layer_{i}"]["v"] [B, K, S, H]  values, compute dtype
 
-Heads come before slots so that the attention dots read the cache as stored (batch dims B, K leading):
-with ``[B, S, K, H]`` every decode step transposed every layer's whole cache, twice.
+The layouts are the ones the attention products read without a transpose (batch dims B, K leading;
+keys with slots minor, so a decode step's q.k reduction over H runs along contiguous slots). With
+``[B, S, K, H]`` every decode step transposed every layer's whole cache, twice.
 
 A call with ``T`` new tokens writes their keys into slots ``[index, index + T)`` with one
 ``lax.dynamic_update_slice`` per tensor and advances ``index`` by ``T``. Slots are storage, positions
@@ -184,6 +185,19 @@ def _softcap(x: Array, cap: float | None) -> Array:
     return x if cap is None else cap * jnp.tanh(x / cap)
 
 
+def _masked_softmax(logits: Array, cap: float | None) -> Array:
+    """Softmax over the last axis of soft-capped, masked (``_MASK_VALUE``) attention logits.
+
+    With a soft-cap <= 80 every logit is at most ``cap``, so ``exp`` cannot overflow float32 and the
+    usual max subtraction (one more reduction per layer and step) is skipped; masked entries give
+    exactly 0. A row with every key masked gives zeros (not NaN). Without a cap: ``jax.nn.softmax``.
+    """
+    if cap is None or cap > 80:
+        return jax.nn.softmax(logits, axis=-1)
+    e = jnp.exp(logits)
+    return e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), jnp.finfo(e.dtype).tiny)
+
+
 def _apply_rope(x_BTNH: Array, positions_BT: Array, base: float) -> Array:
     """Rotary embedding with the half-split convention of the release (and HF ``rotate_half``)."""
     h = x_BTNH.shape[-1]
@@ -262,20 +276,19 @@ class Attention(nn.Module):
         k_BTKH = _apply_rope(k_BTKH, q_pos_BT, c.rope_base_frequency)
         q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
 
-        k_BKTH = jnp.swapaxes(k_BTKH, 1, 2)
+        k_BKHT = jnp.transpose(k_BTKH, (0, 2, 3, 1))
         v_BKTH = jnp.swapaxes(v_BTKH, 1, 2)
         if layer_cache is None:
-            k_BKSH, v_BKSH, new_cache = k_BKTH, v_BKTH, None
+            k_BKHS, v_BKSH, new_cache = k_BKHT, v_BKTH, None
         else:
-            start = (0, 0, write_index, 0)
-            k_BKSH = lax.dynamic_update_slice(
-                layer_cache["k"], k_BKTH.astype(layer_cache["k"].dtype), start
+            k_BKHS = lax.dynamic_update_slice(
+                layer_cache["k"], k_BKHT.astype(layer_cache["k"].dtype), (0, 0, 0, write_index)
             )
             v_BKSH = lax.dynamic_update_slice(
-                layer_cache["v"], v_BKTH.astype(layer_cache["v"].dtype), start
+                layer_cache["v"], v_BKTH.astype(layer_cache["v"].dtype), (0, 0, write_index, 0)
             )
-            new_cache = {"k": k_BKSH, "v": v_BKSH}
-            k_BKSH, v_BKSH = k_BKSH.astype(x_BTD.dtype), v_BKSH.astype(x_BTD.dtype)
+            new_cache = {"k": k_BKHS, "v": v_BKSH}
+            k_BKHS, v_BKSH = k_BKHS.astype(x_BTD.dtype), v_BKSH.astype(x_BTD.dtype)
 
         b, t = x_BTD.shape[:2]
         q_BTKRH = q_BTNH.reshape(b, t, k, n // k, h)
@@ -283,19 +296,19 @@ class Attention(nn.Module):
             # Decode: per (row, head) a [R, H] x [H, S] product, too small for a matmul kernel; a
             # fused multiply-reduce over H reads the cache once, in its stored layout.
             q_BKRH = q_BTKRH[:, 0].astype(jnp.float32)
-            k32_BKSH = k_BKSH.astype(jnp.float32)
-            logits_BKRS = jnp.sum(q_BKRH[:, :, :, None, :] * k32_BKSH[:, :, None], axis=-1)
+            k32_BKHS = k_BKHS.astype(jnp.float32)
+            logits_BKRS = jnp.sum(q_BKRH[..., None] * k32_BKHS[:, :, None], axis=3)
             logits_BKRTS = logits_BKRS[:, :, :, None, :]
         else:
             logits_BKRTS = jnp.einsum(
-                "BTKRH,BKSH->BKRTS", q_BTKRH, k_BKSH, preferred_element_type=jnp.float32
+                "BTKRH,BKHS->BKRTS", q_BTKRH, k_BKHS, preferred_element_type=jnp.float32
             )
         logits_BKRTS = _softcap(logits_BKRTS, c.attn_logit_softcap)
         mask_BTS = attn_mask_BTS
         if self.sliding:
             mask_BTS = mask_BTS & ((q_pos_BT[:, :, None] - k_pos_BS[:, None, :]) < c.sliding_window)
         logits_BKRTS = jnp.where(mask_BTS[:, None, None], logits_BKRTS, _MASK_VALUE)
-        probs_BKRTS = jax.nn.softmax(logits_BKRTS, axis=-1).astype(v_BKSH.dtype)
+        probs_BKRTS = _masked_softmax(logits_BKRTS, c.attn_logit_softcap).astype(v_BKSH.dtype)
         if t == 1:
             probs_BKRS = probs_BKRTS[:, :, :, 0].astype(jnp.float32)
             enc_BKRH = jnp.sum(
@@ -527,16 +540,17 @@ def init_cache(config: Gemma2Config, batch_size: int, max_len: int, dtype: Any =
       dtype: storage dtype of keys / values; defaults to the compute dtype ``config.dtype``.
 
     Returns:
-      ``{"index": int32 [], "positions": int32 [B, S], "layer_{i}": {"k", "v": [B, K, S, H]}}``.
+      ``{"index": int32 [], "positions": int32 [B, S], "layer_{i}": {"k": [B, K, H, S], "v": [B, K, S, H]}}``.
     """
     dtype = jnp.dtype(config.dtype if dtype is None else dtype)
-    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
+    k_shape = (batch_size, config.num_kv_heads, config.head_dim, max_len)
+    v_shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
     cache: Cache = {
         "index": jnp.zeros((), jnp.int32),
         "positions": jnp.zeros((batch_size, max_len), jnp.int32),
     }
     for i in range(config.num_layers):
-        cache[f"layer_{i}"] = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+        cache[f"layer_{i}"] = {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(v_shape, dtype)}
     return cache
 
 
