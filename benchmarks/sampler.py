@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 import jax
 import numpy as np
@@ -30,49 +28,7 @@ import numpy as np
 from passk_jax import sampler
 from passk_jax.checkpoints import load_hf_gemma2
 from passk_jax.models.gemma2 import Gemma2Config
-
-
-def _interleaved_medians(fns, repeats: int) -> list[float]:
-    """Median seconds of each function over ``repeats`` rounds; each round runs every function once.
-
-    Interleaving puts every contender under the same background load (a shared machine's load drifts
-    over seconds), so the ratios compare like with like.
-    """
-    for fn in fns:
-        fn()  # warm-up (compilation, caches)
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
-
-
-def _hf_model(cfg: Gemma2Config, path: str, seed: int):
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    hf_config = transformers.Gemma2Config(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.embed_dim,
-        intermediate_size=cfg.hidden_dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),
-        sliding_window=cfg.sliding_window,
-        max_position_embeddings=1024,
-        attn_implementation="eager",
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = transformers.Gemma2ForCausalLM(hf_config).eval()
-    model.save_pretrained(path)
-    return model
+from passk_jax.testing import hf_gemma2, interleaved_medians
 
 
 def main() -> None:
@@ -92,7 +48,8 @@ def main() -> None:
 
     cfg = Gemma2Config.tiny()
     with tempfile.TemporaryDirectory() as tmp:
-        hf = _hf_model(cfg, tmp, args.seed)
+        hf = hf_gemma2(cfg, args.seed, max_positions=1024).eval()
+        hf.save_pretrained(tmp)
         cfg, params = load_hf_gemma2(tmp)
     p, n, t = args.prompts, args.samples, args.new_tokens
     rng = np.random.RandomState(args.seed)
@@ -135,7 +92,7 @@ def main() -> None:
         f"transformers {__import__('transformers').__version__} `generate` (torch "
         f"{torch.__version__}, eager)",
     ]
-    secs = _interleaved_medians([run_jax, run_reprefill, run_hf], args.repeats)
+    secs = interleaved_medians([run_jax, run_reprefill, run_hf], args.repeats)
     rows = list(zip(names, secs))
     hf_tps = total / rows[2][1]
     lines = [

@@ -28,9 +28,9 @@ device on ``fsdp``; no torch column. It reports tokens/s and model-FLOPs utilisa
 989 = H100 SXM dense bf16; the 6N rule ignores attention FLOPs, so MFU is slightly understated).
 Use ``--microbatches`` to bound activation memory (the 256k-vocabulary logits dominate).
 
-Timing: one warm-up call each (compilation excluded), then the median of ``--repeats`` timed calls
-(``block_until_ready`` for JAX). On a shared machine the timings are noisy; the medians are what we
-report. Prints markdown tables and writes them to ``benchmarks/results/train_step.md``
+Timing: one warm-up call each (compilation excluded), then ``--repeats`` rounds that time the JAX step
+and the torch step one after the other (``block_until_ready`` for JAX), so both see the same background
+load; the medians are reported. Prints markdown tables and writes them to ``benchmarks/results/train_step.md``
 (``train_step_2b.md`` for ``--config 2b``).
 
 Run::
@@ -47,9 +47,7 @@ import argparse
 import functools
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -62,19 +60,13 @@ from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax.checkpoints import load_hf_gemma2
 from passk_jax.models.gemma2 import Gemma2Config
+from passk_jax.testing import hf_gemma2, interleaved_medians
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()  # compilation, caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved_medians([fn], repeats, warmup)[0]
 
 
 def _pct(frac: float) -> str:
@@ -100,33 +92,6 @@ def _model_config(name: str) -> Gemma2Config:
     if name == "2b":
         return Gemma2Config.gemma2_2b(dtype="bfloat16")
     raise ValueError(f"unknown --config {name!r}")
-
-
-def _hf_model(cfg: Gemma2Config, path: str, seed: int):
-    """A random ``Gemma2ForCausalLM`` of ``cfg``'s sizes, saved to ``path`` (float32, eager)."""
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    hf_config = transformers.Gemma2Config(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.embed_dim,
-        intermediate_size=cfg.hidden_dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),
-        sliding_window=cfg.sliding_window,
-        max_position_embeddings=4096,
-        attn_implementation="eager",
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = transformers.Gemma2ForCausalLM(hf_config)
-    model.save_pretrained(path)
-    return model.train()
 
 
 def _host_batch(args, cfg: Gemma2Config):
@@ -187,8 +152,8 @@ def _machine_line(args, cfg, n_params: int) -> str:
         f"{getattr(dev, 'device_kind', dev.platform)}), {torch_v}. Model `{args.config}`: "
         f"{n_params:,} parameters (D={cfg.embed_dim}, L={cfg.num_layers}, V={cfg.vocab_size}, "
         f"compute {cfg.dtype}). Batch P={args.prompts} x G={args.samples} sequences of "
-        f"Tp={args.prompt_len} + T={args.completion_len} tokens. Median of {args.repeats} timed "
-        "calls after warm-up; the machine is shared with other jobs, so timings are noisy."
+        f"Tp={args.prompt_len} + T={args.completion_len} tokens. Median of {args.repeats} "
+        "interleaved rounds (JAX step, torch step) after warm-up."
     )
 
 
@@ -242,7 +207,8 @@ def _bench(args) -> str:
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         with tempfile.TemporaryDirectory() as tmp:
-            hf = _hf_model(cfg, tmp, args.seed)
+            hf = hf_gemma2(cfg, args.seed).train()
+            hf.save_pretrained(tmp)
             loaded_cfg, params = load_hf_gemma2(tmp)
         if loaded_cfg != cfg:
             print(f"note: the HF round trip changed the config to {loaded_cfg}")
@@ -273,17 +239,20 @@ def _bench(args) -> str:
         jax.block_until_ready(holder["state"])
         jax_losses.append(float(m["loss"]))
 
-    t_jax = _median_time(run_jax, args.repeats)
-    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax)]
-
-    if hf is not None:
+    if hf is None:
+        t_jax = _median_time(run_jax, args.repeats)
+    else:
         import torch
         import transformers
 
         torch_step, torch_losses = _torch_step_fn(
             hf, prompt, tokens, mask, weights, args.samples, lr
         )
-        t_torch = _median_time(torch_step, args.repeats)
+        # Interleaved rounds: both steps see the same background load.
+        t_jax, t_torch = interleaved_medians([run_jax, torch_step], args.repeats)
+    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax)]
+
+    if hf is not None:
         rows.append(
             (
                 f"transformers {transformers.__version__} `Gemma2ForCausalLM` + "

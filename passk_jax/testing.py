@@ -1,4 +1,5 @@
-"""Test doubles: a tiny Gemma-2 config, a tiny tokenizer, random tiny models and prompts.
+"""Test doubles: a tiny Gemma-2 config, a tiny tokenizer, random tiny models and prompts; the
+``transformers`` twin of a config and an interleaved timer for parity tests and benchmarks.
 
 Everything here is small enough for a 2-core CPU and needs no network. Other modules' tests may add
 helpers here (fake rollout batches, ...).
@@ -6,6 +7,9 @@ helpers here (fake rollout batches, ...).
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -17,6 +21,8 @@ from passk_jax.tokenizers import CharTokenizer, pad_batch
 
 __all__ = [
     "TINY_ALPHABET",
+    "hf_gemma2",
+    "interleaved_medians",
     "random_params",
     "random_prompts",
     "tiny_config",
@@ -110,3 +116,62 @@ def random_prompts(
 def as_jnp(tree: Any) -> Any:
     """``jnp.asarray`` on every leaf."""
     return jax.tree.map(jnp.asarray, tree)
+
+
+def hf_gemma2(
+    config: Gemma2Config,
+    seed: int = 0,
+    *,
+    max_positions: int = 4096,
+    special_ids: tuple[int, int, int] = (0, 1, 2),
+    eager: bool = True,
+):
+    """A ``transformers.Gemma2ForCausalLM`` with ``config``'s sizes and random (seeded) weights.
+
+    Needs torch and transformers (the ``parity`` extra). ``special_ids`` are (pad, eos, bos). Save it
+    with ``save_pretrained`` and load it back with ``checkpoints.load_hf_gemma2`` to get the same
+    weights in this package's layout.
+    """
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    pad, eos, bos = special_ids
+    hf_config = transformers.Gemma2Config(
+        vocab_size=config.vocab_size,
+        hidden_size=config.embed_dim,
+        intermediate_size=config.hidden_dim,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        query_pre_attn_scalar=int(config.query_pre_attn_scalar),
+        sliding_window=config.sliding_window,
+        max_position_embeddings=max_positions,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        bos_token_id=bos,
+        **({"attn_implementation": "eager"} if eager else {}),
+    )
+    return transformers.Gemma2ForCausalLM(hf_config)
+
+
+def interleaved_medians(
+    fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1
+) -> list[float]:
+    """Median wall seconds of each function over ``repeats`` rounds, each round running all of them.
+
+    Interleaving puts every contender under the same background load (a shared machine's load drifts
+    over seconds), so ratios compare like with like. Each function runs ``warmup`` times first
+    (compilation, caches) and must block until its work is done.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]

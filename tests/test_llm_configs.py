@@ -17,6 +17,7 @@ from passk_jax import metrics as M
 from passk_jax import schedules
 from passk_jax import train as TR
 from passk_jax.models import gemma2
+from passk_jax.testing import hf_gemma2
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "configs")
 SP_VOCAB = 96
@@ -81,8 +82,8 @@ def test_math_data_args():
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
     spm = pytest.importorskip("sentencepiece")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     d = tmp_path_factory.mktemp("llm")
 
     rng = np.random.RandomState(0)
@@ -116,24 +117,7 @@ def stand_ins(tmp_path_factory):
     )
 
     cfg = gemma2.Gemma2Config.tiny(vocab_size=SP_VOCAB)  # the quick mode's architecture
-    torch.manual_seed(0)
-    hf = transformers.Gemma2ForCausalLM(
-        transformers.Gemma2Config(
-            vocab_size=cfg.vocab_size,
-            hidden_size=cfg.embed_dim,
-            intermediate_size=cfg.hidden_dim,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads,
-            head_dim=cfg.head_dim,
-            query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),
-            sliding_window=cfg.sliding_window,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        )
-    )
+    hf = hf_gemma2(cfg, 0, max_positions=512, special_ids=(0, 1, 2), eager=False)
     hf.save_pretrained(d / "ckpt")
     return {
         "ckpt": str(d / "ckpt"),
