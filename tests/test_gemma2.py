@@ -256,3 +256,42 @@ def test_padded_logit_parity_with_transformers(tmp_path):
         ).logits.numpy()
     out = np.asarray(g.sequence_logits(params, jnp.asarray(tokens), jnp.asarray(mask), config))
     assert np.abs(out[mask] - ref[mask]).max() < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_wide_matmul_custom_gradients_equal_einsum(dtype):
+    """The projections with hand-written VJPs (GeGLU, tied unembedding) have einsum's values and
+    gradients, in float32 and bfloat16, for [B, T, D] inputs."""
+    from passk_jax.models.gemma2 import _matmul_w, _matmul_wt
+
+    rng = np.random.RandomState(0)
+    x = jnp.asarray(rng.randn(3, 5, 8), dtype)
+    w = jnp.asarray(rng.randn(12, 8), dtype)
+    h = jnp.asarray(rng.randn(3, 5, 12), dtype)
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+
+    def loss_pairs(f_ours, f_ref, *args):
+        ours = jax.grad(lambda *a: jnp.sum(jnp.sin(f_ours(*a).astype(jnp.float32))), (0, 1))(*args)
+        ref = jax.grad(lambda *a: jnp.sum(jnp.sin(f_ref(*a).astype(jnp.float32))), (0, 1))(*args)
+        np.testing.assert_allclose(
+            np.asarray(f_ours(*args), np.float32), np.asarray(f_ref(*args), np.float32), rtol=tol
+        )
+        for o, r in zip(ours, ref, strict=True):
+            assert o.dtype == r.dtype
+            np.testing.assert_allclose(
+                np.asarray(o, np.float32), np.asarray(r, np.float32), rtol=tol, atol=tol
+            )
+
+    loss_pairs(
+        lambda x, w: _matmul_wt(x, w, jnp.float32),
+        lambda x, w: jnp.einsum("BTD,FD->BTF", x, w, preferred_element_type=jnp.float32),
+        x,
+        w,
+    )
+    loss_pairs(
+        lambda x, w: _matmul_wt(x, w, dtype),
+        lambda x, w: jnp.einsum("BTD,FD->BTF", x, w),
+        x,
+        w,
+    )
+    loss_pairs(_matmul_w, lambda h, w: jnp.einsum("BTF,FD->BTD", h, w), h, w)
