@@ -8,11 +8,11 @@ step, as data (``P`` prompts, ``G`` samples each, ``Tp`` prompt tokens, ``T`` ne
       --train_step (jitted once, sharded, state donated)--> new state, metrics
 
 Every ``eval.every`` steps the policy samples ``eval.num_samples`` completions for held-out prompts and
-logs the unbiased pass@k for k = 1, 2, 4, ..., num_samples and any extra ``eval.ks``. Everything a run needs to continue is in the orbax
-checkpoint (params, optimizer state, step, PRNG key, cumulative-solve set); the data order and all
-random keys are functions of (seed, step), so a run killed and restarted with the same command gives
-the same results as an uninterrupted one. Orbax finalises a checkpoint by an atomic rename, so a
-half-written checkpoint is never restored.
+logs the unbiased pass@k for k = 1, 2, 4, ..., num_samples and any extra ``eval.ks``. Everything a run
+needs to continue is in the orbax checkpoint (params, optimizer state, step, PRNG key, cumulative-solve
+set); the data order and all random keys are functions of (seed, step), so a run killed and
+restarted with the same command gives the same results as an uninterrupted one. Orbax finalises a
+checkpoint by an atomic rename, so a half-written checkpoint is never restored.
 """
 
 from __future__ import annotations

@@ -162,8 +162,8 @@ def test_strategy_distribution():
 
 
 def test_sampled_frequencies_match_distribution():
-    """Inverse-CDF draws: frequencies match the sampling distribution (chi-square, 200k draws), and
-    tokens of zero probability (here two in the middle and the last) are never drawn."""
+    """Token draws: frequencies match the sampling distribution (chi-square, 200k draws), and tokens
+    of zero probability (here two in the middle and the last) are never drawn."""
     probs = np.array([0.1, 0.0, 0.4, 0.0, 0.25, 0.2, 0.05, 0.0], np.float64)
     logits = jnp.log(jnp.asarray(probs, jnp.float32))[None].repeat(4000, axis=0)
     strategy = sampler.Sampling()
