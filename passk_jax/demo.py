@@ -1,6 +1,6 @@
 """``make demo``: a tiny Gemma-2 learns 5x5 text mazes, then pass@k RL with k_opt in {1, 4, 8 -> 1}.
 
-Runs on a 2-core CPU in about 9 minutes: one supervised warm start shared by every run, then
+Runs on a 2-core CPU in about 8 minutes: one supervised warm start shared by every run, then
 three RL runs of ``experiments/configs/maze_tiny.py`` (PKPO ``sloo_minus_one`` with k_opt = 1, k_opt = 4
 and k annealed 8 -> 1), and prints held-out pass@k before and after RL. Everything is written under
 ``runs/demo/`` (metrics.jsonl, TensorBoard events, curves.png per run, and ``summary.md``).
