@@ -123,9 +123,12 @@ def test_cached_decode_matches_full_forward(tiny):
     mask = jnp.broadcast_to(slots[None, :] <= jnp.arange(prefill)[:, None], (b, prefill, t + 3))
     logits, cache = step(params, c, tokens[:, :prefill], pos, mask, cache)
     outs = [logits]
+    sin_tab, cos_tab = g.rope_sincos(slots, c)  # the sampler's precomputed-RoPE path
     for i in range(prefill, t):
         mask = jnp.broadcast_to(slots <= i, (b, 1, t + 3))
-        logits, cache = step(params, c, tokens[:, i : i + 1], jnp.full((b, 1), i), mask, cache)
+        pos = jnp.full((b, 1), i)
+        rope = (sin_tab[pos], cos_tab[pos]) if i % 2 else None
+        logits, cache = step(params, c, tokens[:, i : i + 1], pos, mask, cache, rope)
         outs.append(logits)
     assert int(cache["index"]) == t
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=1e-4)

@@ -73,6 +73,7 @@ __all__ = [
     "init_cache",
     "init_params",
     "param_logical_axes",
+    "rope_sincos",
     "sequence_logits",
 ]
 
@@ -249,15 +250,26 @@ def _masked_softmax(logits: Array, cap: float | None) -> Array:
     return e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), jnp.finfo(e.dtype).tiny)
 
 
-def _apply_rope(x_BTNH: Array, positions_BT: Array, base: float) -> Array:
-    """Rotary embedding with the half-split convention of the release (and HF ``rotate_half``)."""
-    h = x_BTNH.shape[-1]
+def rope_sincos(positions: Array, config: Gemma2Config) -> tuple[Array, Array]:
+    """``(sin, cos)`` of the RoPE angles of ``positions``: float32, shape ``positions.shape + (H/2,)``.
+
+    The model computes these once per call and shares them across layers. A caller that decodes
+    step by step can compute a table for every position once (``rope_sincos(jnp.arange(S), c)``)
+    and pass ``(sin[pos], cos[pos])`` to ``apply_with_cache(..., rope=...)``: on XLA:CPU the sin /
+    cos otherwise end up fused into (and re-evaluated per element of) every layer's key-cache write.
+    """
+    h = config.head_dim
     fraction = 2.0 * jnp.arange(h // 2, dtype=jnp.float32) / h
-    timescale = base**fraction
-    angle = positions_BT[..., None, None].astype(jnp.float32) / timescale  # [B, T, 1, H/2]
-    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    timescale = config.rope_base_frequency**fraction
+    angle = positions[..., None].astype(jnp.float32) / timescale
+    return jnp.sin(angle), jnp.cos(angle)
+
+
+def _apply_rope(x_BTNH: Array, sin_BTh: Array, cos_BTh: Array) -> Array:
+    """Rotary embedding with the half-split convention of the release (and HF ``rotate_half``)."""
+    sin_BT1h, cos_BT1h = sin_BTh[:, :, None], cos_BTh[:, :, None]
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    out = jnp.concatenate([x1 * cos_BT1h - x2 * sin_BT1h, x2 * cos_BT1h + x1 * sin_BT1h], axis=-1)
     return out.astype(x_BTNH.dtype)
 
 
@@ -307,6 +319,7 @@ class Attention(nn.Module):
         self,
         x_BTD: Array,
         q_pos_BT: Array,
+        rope: tuple[Array, Array],
         k_pos_BS: Array,
         attn_mask_BTS: Array,
         layer_cache: dict[str, Array] | None,
@@ -323,8 +336,8 @@ class Attention(nn.Module):
 
         q_BTNH = q_einsum("BTD,NDH->BTNH", x_BTD)
         k_BTKH, v_BTKH = kv_einsum("BTD,CKDH->CBTKH", x_BTD)
-        q_BTNH = _apply_rope(q_BTNH, q_pos_BT, c.rope_base_frequency)
-        k_BTKH = _apply_rope(k_BTKH, q_pos_BT, c.rope_base_frequency)
+        q_BTNH = _apply_rope(q_BTNH, *rope)
+        k_BTKH = _apply_rope(k_BTKH, *rope)
         q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
 
         k_BKHT = jnp.transpose(k_BTKH, (0, 2, 3, 1))
@@ -410,11 +423,11 @@ class Block(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x_BTD, q_pos_BT, k_pos_BS, attn_mask_BTS, layer_cache, write_index):
+    def __call__(self, x_BTD, q_pos_BT, rope, k_pos_BS, attn_mask_BTS, layer_cache, write_index):
         c = self.config
         h = RMSNorm(c, name="pre_attention_norm")(x_BTD)
         h, new_cache = Attention(c, c.is_sliding(self.layer), name="attn")(
-            h, q_pos_BT, k_pos_BS, attn_mask_BTS, layer_cache, write_index
+            h, q_pos_BT, rope, k_pos_BS, attn_mask_BTS, layer_cache, write_index
         )
         x_BTD = x_BTD + RMSNorm(c, name="post_attention_norm")(h)
         h = RMSNorm(c, name="pre_ffw_norm")(x_BTD)
@@ -430,7 +443,12 @@ class Gemma2(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, positions: Array, attn_mask: Array, cache: Cache | None = None
+        self,
+        tokens: Array,
+        positions: Array,
+        attn_mask: Array,
+        cache: Cache | None = None,
+        rope: tuple[Array, Array] | None = None,
     ) -> tuple[Array, Cache | None]:
         """Runs the decoder on ``T`` new tokens per row.
 
@@ -442,6 +460,8 @@ class Gemma2(nn.Module):
             length and slot ``s`` means cache slot ``s`` *after* this call's write.
           cache: None, or the dict of ``init_cache`` (see the module docstring); the new keys are
             written at slots ``[cache["index"], cache["index"] + T)``.
+          rope: optional precomputed ``rope_sincos(positions, config)`` (``[B, T, H/2]`` each);
+            computed here when None.
 
         Returns:
           ``(logits [B, T, V] float32, new_cache or None)``.
@@ -461,11 +481,13 @@ class Gemma2(nn.Module):
             )
             new_cache = {"index": write_index + tokens.shape[1], "positions": k_pos_BS}
 
+        if rope is None:
+            rope = rope_sincos(positions, c)
         for i in range(c.num_layers):
             name = f"layer_{i}"
             layer_cache = None if cache is None else cache[name]
             x_BTD, layer_new = Block(c, i, name=name)(
-                x_BTD, positions, k_pos_BS, attn_mask, layer_cache, write_index
+                x_BTD, positions, rope, k_pos_BS, attn_mask, layer_cache, write_index
             )
             if new_cache is not None:
                 new_cache[name] = layer_new
@@ -515,8 +537,10 @@ def param_logical_axes(config: Gemma2Config) -> Any:
     return jax.tree.map(lambda b: tuple(b.names), boxed, is_leaf=is_box)
 
 
-def _apply(params: Params, config: Gemma2Config, tokens, positions, attn_mask, cache=None):
-    return Gemma2(config).apply({"params": params}, tokens, positions, attn_mask, cache)
+def _apply(
+    params: Params, config: Gemma2Config, tokens, positions, attn_mask, cache=None, rope=None
+):
+    return Gemma2(config).apply({"params": params}, tokens, positions, attn_mask, cache, rope)
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -608,6 +632,7 @@ def apply_with_cache(
     positions: Array,
     attn_mask: Array,
     cache: Cache,
+    rope: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Cache]:
     """Runs ``T`` new tokens per row through the model, reading and writing ``cache``.
 
@@ -618,8 +643,10 @@ def apply_with_cache(
       positions: ``[B, T]`` int32 RoPE positions.
       attn_mask: ``[B, T, S]`` bool over cache slots (after this call's write).
       cache: the cache dict (``S`` slots).
+      rope: optional ``rope_sincos(positions, config)``, e.g. gathered from a table made once
+        before a decode loop; computed from ``positions`` when None.
 
     Returns:
       ``(logits [B, T, V] float32, new_cache)``.
     """
-    return _apply(params, config, tokens, positions, attn_mask, cache)
+    return _apply(params, config, tokens, positions, attn_mask, cache, rope)
