@@ -68,6 +68,9 @@ def rl_sections(
             "temperature": 1.0,
             "top_k": None,
             "top_p": None,
+            # Sampler decode loops, each with a cache just long enough (see sampler.sample);
+            # 1 compiles one loop body, for accelerators where compile time dominates.
+            "decode_phases": 4,
         }
     )
     c.advantage = opts.get("adv", "pkpo_sloo_minus_one")

@@ -181,6 +181,7 @@ class _Run:
             temperature=rl.temperature,
             top_k=rl.get("top_k", None),
             top_p=rl.get("top_p", None),
+            decode_phases=rl.get("decode_phases", 4),
             eos_id=self.tok.eos_id,
             pad_id=self.tok.pad_id,
         )

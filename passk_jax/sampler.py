@@ -7,11 +7,13 @@ The sampler splits four ways:
 
 1. **Host API** ``sample`` (and the baseline ``sample_reprefill``): validates, picks a token-choice
    strategy, calls the two jitted stages, reshapes to ``[P, G, T]``.
-2. **Prefill** ``_prefill`` (jit): runs each prompt **once** into a cache of ``S`` slots, takes the
+2. **Prefill** ``_prefill`` (jit): runs each prompt **once** into a cache of ``Tp`` slots, takes the
    logits at its last real token, then broadcasts cache, logits and bookkeeping to ``G`` rows per prompt.
-3. **Decode loop** ``_decode`` (jit, ``lax.while_loop`` over ``DecodeState``, cache donated off CPU):
+3. **Decode loop** ``_decode`` (jit, ``lax.while_loop``s over ``DecodeState``, cache donated off CPU):
    each step picks a token per row, records its log-prob, writes it, and runs the model on it with the
-   cache; the loop stops after ``T`` steps or as soon as every row has emitted EOS. Shapes are static.
+   cache; decoding stops after ``T`` steps or as soon as every row has emitted EOS. Shapes are static:
+   the steps run in ``decode_phases`` loops, and before each the cache grows to the ``Tp + t_end``
+   slots that phase fills, so early steps do not read empty slots (same samples for any number).
 4. **Token-choice strategies**: small frozen dataclasses, ``Greedy()`` and ``Sampling(temperature,
    top_k, top_p)``, mapping logits ``[B, V]`` to ``(token [B], logprob [B])``.
 
@@ -38,6 +40,7 @@ from passk_jax.models.gemma2 import (
     Gemma2Config,
     Params,
     apply_with_cache,
+    grow_cache,
     init_cache,
     padded_positions,
     rope_sincos,
@@ -245,14 +248,16 @@ def _prefill(
     max_new_tokens: int,
     pad_id: Array,
 ) -> DecodeState:
-    """Runs every prompt once, then repeats its state ``num_samples`` times (rows ``p * G + g``)."""
+    """Runs every prompt once, then repeats its state ``num_samples`` times (rows ``p * G + g``).
+
+    The cache has just the ``Tp`` prompt slots; ``_decode`` grows it as it generates.
+    """
     p, tp = prompt_tokens.shape
-    s = tp + max_new_tokens
     prompt_mask = prompt_mask.astype(bool)
-    cache = init_cache(config, p, s)
-    key_valid_PS = jnp.pad(prompt_mask, ((0, 0), (0, max_new_tokens)))
-    slots = jnp.arange(s)
-    attn_mask_PTS = key_valid_PS[:, None, :] & (slots[None, :] <= jnp.arange(tp)[:, None])[None]
+    cache = init_cache(config, p, tp)
+    key_valid_PS = prompt_mask
+    slots = jnp.arange(tp)
+    attn_mask_PTS = key_valid_PS[:, None, :] & (slots[None, :] <= slots[:, None])[None]
     positions_PT = padded_positions(prompt_mask)
     logits_PTV, cache = apply_with_cache(
         params, config, prompt_tokens.astype(jnp.int32), positions_PT, attn_mask_PTS, cache
@@ -277,6 +282,11 @@ def _prefill(
     )
 
 
+def _phase_ends(max_new_tokens: int, phases: int) -> list[int]:
+    """Token counts at which the decode phases end: ``ceil(T * j / phases)``, deduplicated."""
+    return sorted({-(-max_new_tokens * j // phases) for j in range(1, phases + 1)})
+
+
 def _decode(
     params: Params,
     state: DecodeState,
@@ -285,18 +295,25 @@ def _decode(
     strategy: Greedy | Sampling,
     eos_id: Array,
     pad_id: Array,
+    phases: int,
 ) -> DecodeState:
-    """Generates until ``T`` tokens or every row hit EOS (``lax.while_loop`` over ``DecodeState``)."""
+    """Generates until ``T`` tokens or every row hit EOS.
+
+    The steps run in ``phases`` consecutive ``lax.while_loop``s over ``DecodeState``; before each,
+    the cache grows (``grow_cache``) to just the slots that phase can fill, ``Tp + t_end``. Every
+    step's attention reads the whole cache, so early steps no longer read empty slots: with 4
+    phases a decode reads ~30% fewer cache slots than with one loop over ``S = Tp + T`` slots, at
+    the price of compiling 4 loop bodies. Rows that are done stay done across phases.
+    """
     max_new = state.tokens.shape[1]
-    s = state.key_valid.shape[1]
-    prompt_slots = s - max_new
-    # RoPE sin / cos for every position a decode step can have (< S), made once outside the loop.
-    sin_SH, cos_SH = rope_sincos(jnp.arange(s), config)
+    prompt_slots = state.key_valid.shape[1]
+    # RoPE sin / cos for every position a decode step can have (< Tp + T), made once.
+    sin_SH, cos_SH = rope_sincos(jnp.arange(prompt_slots + max_new), config)
 
-    def cond(st: DecodeState) -> Array:
-        return (st.step < max_new) & ~jnp.all(st.done)
+    def cond(end: int, st: DecodeState) -> Array:
+        return (st.step < end) & ~jnp.all(st.done)
 
-    def body(st: DecodeState) -> DecodeState:
+    def body(s: int, st: DecodeState) -> DecodeState:
         tok_B, logp_B = strategy(st.logits, st.step_keys[st.step])
         live_B = ~st.done
         tok_B = jnp.where(live_B, tok_B, pad_id)
@@ -326,10 +343,18 @@ def _decode(
             step_keys=st.step_keys,
         )
 
-    return lax.while_loop(cond, body, state)
+    for end in _phase_ends(max_new, phases):
+        s = prompt_slots + end
+        extra = s - state.key_valid.shape[1]
+        state = state.replace(
+            cache=grow_cache(state.cache, s),
+            key_valid=jnp.pad(state.key_valid, ((0, 0), (0, extra))),
+        )
+        state = lax.while_loop(functools.partial(cond, end), functools.partial(body, s), state)
+    return state
 
 
-_DECODE_STATIC = ("config", "strategy")
+_DECODE_STATIC = ("config", "strategy", "phases")
 _decode_jit = jax.jit(_decode, static_argnames=_DECODE_STATIC)
 _decode_jit_donated = jax.jit(_decode, static_argnames=_DECODE_STATIC, donate_argnames="state")
 
@@ -348,10 +373,11 @@ def _run(
     top_p,
     eos_id,
     pad_id,
+    decode_phases,
     reprefill: bool,
 ) -> SamplerOutput:
-    if num_samples < 1 or max_new_tokens < 1:
-        raise ValueError("num_samples and max_new_tokens must be >= 1")
+    if num_samples < 1 or max_new_tokens < 1 or decode_phases < 1:
+        raise ValueError("num_samples, max_new_tokens and decode_phases must be >= 1")
     prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
     prompt_mask = jnp.asarray(prompt_mask, bool)
     if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
@@ -388,7 +414,15 @@ def _run(
             pad_id=pad_id,
         )
     decode = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donated
-    state = decode(params, state, config=config, strategy=strategy, eos_id=eos_id, pad_id=pad_id)
+    state = decode(
+        params,
+        state,
+        config=config,
+        strategy=strategy,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        phases=int(decode_phases),
+    )
     shape = (p, g, max_new_tokens)
     return SamplerOutput(
         prompt_tokens=prompt_tokens,
@@ -413,6 +447,7 @@ def sample(
     top_p: float | None = None,
     eos_id: int,
     pad_id: int,
+    decode_phases: int = 4,
 ) -> SamplerOutput:
     """Samples ``num_samples`` completions per prompt, prefilling each prompt once.
 
@@ -429,6 +464,9 @@ def sample(
       top_p: nucleus mass (None = 1).
       eos_id: stop token (kept in the output, with ``mask`` True).
       pad_id: written after EOS.
+      decode_phases: the decode runs in this many loops, each with a cache just long enough for
+        its steps (fewer empty slots read; one compiled loop body per phase). 1 = one loop over
+        a ``Tp + T``-slot cache. The samples do not depend on it.
 
     Returns:
       ``SamplerOutput`` with ``tokens`` / ``logprobs`` / ``mask`` of shape ``[P, G, T]``; row ``g``
@@ -450,6 +488,7 @@ def sample(
         top_p=top_p,
         eos_id=eos_id,
         pad_id=pad_id,
+        decode_phases=decode_phases,
         reprefill=False,
     )
 
@@ -468,6 +507,7 @@ def sample_reprefill(
     top_p: float | None = None,
     eos_id: int,
     pad_id: int,
+    decode_phases: int = 4,
 ) -> SamplerOutput:
     """Baseline for benchmarks: like ``sample`` but prefills each of the ``P * G`` copies separately.
 
@@ -486,6 +526,7 @@ def sample_reprefill(
         top_p=top_p,
         eos_id=eos_id,
         pad_id=pad_id,
+        decode_phases=decode_phases,
         reprefill=True,
     )
 

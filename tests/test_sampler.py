@@ -114,6 +114,20 @@ def test_eos_stops_rows_and_masks(tiny, prompts):
     assert not mask[0, 0, 4:].any()
 
 
+@pytest.mark.parametrize("phases", [1, 3, 12])
+def test_decode_phases_do_not_change_samples(tiny, prompts, phases):
+    """Growing the cache in phases (default 4) gives the same tokens, log-probs and masks as one
+    loop over the full cache, also with EOS ending rows in different phases."""
+    free = _sample(tiny, prompts)
+    eos = int(free.tokens[1, 2, 5])
+    a = _sample(tiny, prompts, eos_id=eos)
+    b = _sample(tiny, prompts, eos_id=eos, decode_phases=phases)
+    assert not bool(a.mask.all()) and bool(a.mask[..., 0].all())  # some rows stop early
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
 def test_early_exit_when_all_rows_finish(tiny, prompts):
     free = _sample(tiny, prompts, temperature=0.0)
     eos = int(free.tokens[0, 0, 0])
@@ -220,6 +234,8 @@ def test_gumbel_noise_moments_and_keys():
 
 def test_invalid_inputs(tiny):
     c, params = tiny
+    with pytest.raises(ValueError, match="decode_phases"):
+        _sample(tiny, (np.ones((1, 3), np.int32), np.ones((1, 3), bool)), decode_phases=0)
     with pytest.raises(ValueError):
         sampler.sample(
             params,

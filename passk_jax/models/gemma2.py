@@ -70,6 +70,7 @@ __all__ = [
     "Gemma2",
     "Gemma2Config",
     "forward",
+    "grow_cache",
     "init_cache",
     "init_params",
     "param_logical_axes",
@@ -623,6 +624,33 @@ def init_cache(config: Gemma2Config, batch_size: int, max_len: int, dtype: Any =
     for i in range(config.num_layers):
         cache[f"layer_{i}"] = {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(v_shape, dtype)}
     return cache
+
+
+def grow_cache(cache: Cache, max_len: int) -> Cache:
+    """The same cache with ``max_len`` slots (new slots empty, appended after the existing ones).
+
+    Args:
+      cache: a cache of ``init_cache`` layout with ``S <= max_len`` slots.
+      max_len: the new number of slots.
+
+    Returns:
+      The padded cache (``index`` unchanged); the old slots keep their contents and meaning.
+    """
+    s = cache["positions"].shape[1]
+    if max_len < s:
+        raise ValueError(f"cannot shrink a cache of {s} slots to {max_len}")
+    extra = max_len - s
+    grown: Cache = {
+        "index": cache["index"],
+        "positions": jnp.pad(cache["positions"], ((0, 0), (0, extra))),
+    }
+    for name, layer in cache.items():
+        if name.startswith("layer_"):
+            grown[name] = {
+                "k": jnp.pad(layer["k"], ((0, 0), (0, 0), (0, 0), (0, extra))),
+                "v": jnp.pad(layer["v"], ((0, 0), (0, 0), (0, extra), (0, 0))),
+            }
+    return grown
 
 
 def apply_with_cache(
