@@ -5,13 +5,14 @@ samples per prompt, exactly 64 new tokens each (no EOS for the JAX samplers; ``m
 transformers), temperature 1, no top-k / top-p. The same weights serve both frameworks: a random
 ``Gemma2ForCausalLM`` is saved with ``save_pretrained`` and loaded with ``load_hf_gemma2``.
 
-Timing: one warm-up call each (JIT compilation excluded), then the median of ``--repeats`` timed
-calls (``block_until_ready`` for JAX). Prints a markdown table and writes it to
+Timing: one warm-up call each (JIT compilation excluded), then ``--runs`` independent measurements,
+each the median of ``--repeats`` rounds that call the three contenders in turn (same background
+load; ``block_until_ready`` for JAX). Prints a markdown table per run and writes them to
 ``benchmarks/results/sampler.md``.
 
 Run::
 
-    .venv/bin/python benchmarks/sampler.py            # tiny config, CPU, ~1-2 minutes
+    .venv/bin/python benchmarks/sampler.py            # tiny config, CPU, ~3 minutes
     .venv/bin/python benchmarks/sampler.py --repeats 7 --prompt-len 32
 """
 
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument(
+        "--runs", type=int, default=3, help="independent interleaved measurements, each a table"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "sampler.md")
@@ -92,26 +96,35 @@ def main() -> None:
         f"transformers {__import__('transformers').__version__} `generate` (torch "
         f"{torch.__version__}, eager)",
     ]
-    secs = interleaved_medians([run_jax, run_reprefill, run_hf], args.repeats)
-    rows = list(zip(names, secs))
-    hf_tps = total / rows[2][1]
-    lines = [
-        f"Sampler throughput, tiny Gemma-2 (random weights), P={p} prompts x n={n} samples x {t} new "
-        f"tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
+    header = (
+        f"Sampler throughput, tiny Gemma-2 (random weights), P={p} prompts x n={n} samples x {t} "
+        f"new tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()}); median of "
-        f"{args.repeats} interleaved rounds after warm-up (each round runs all three).",
-        "",
-        "| sampler | median s | tokens/s | vs transformers |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, sec in rows:
-        tps = total / sec
-        lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {tps / hf_tps:.2f}x |")
-    table = "\n".join(lines)
-    print(table)
+        f"{args.repeats} interleaved rounds after warm-up (each round runs all three)."
+    )
+    tables, ratios = [], []
+    for _ in range(args.runs):
+        secs = interleaved_medians([run_jax, run_reprefill, run_hf], args.repeats)
+        hf_tps = total / secs[2]
+        lines = [
+            "| sampler | median s | tokens/s | vs transformers |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, sec in zip(names, secs):
+            tps = total / sec
+            lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {tps / hf_tps:.2f}x |")
+        ratios.append(secs[2] / secs[0])
+        tables.append("\n".join(lines))
+        print(tables[-1], flush=True)
+    summary = " ".join(f"{r:.2f}x" for r in ratios)
+    doc = [f"# Sampler benchmark (`benchmarks/sampler.py`), {args.runs} run(s) in one process", ""]
+    doc += [header, "", f"`sample` / transformers, per run: {summary}", ""]
+    for i, table in enumerate(tables, 1):
+        doc += [f"## Run {i}", "", table, ""]
+    print(f"sample / transformers per run: {summary}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        f.write(table + "\n")
+        f.write("\n".join(doc))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def rl_sections(
 
     Options read from ``opts``: ``adv=NAME``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at
     ``anneal_at``, or ``anneal_at=S``), ``steps=N``, ``lr=X``, ``ent=X`` (entropy bonus),
-    ``micro=N`` (gradient-accumulation micro-batches). Returns ``c``.
+    ``micro=N`` (gradient-accumulation micro-batches), ``decode_phases=N`` (sampler decode loops,
+    default 4, 1 with ``quick``). Returns ``c``.
     """
     c.rl = ml_collections.ConfigDict(
         {
@@ -69,8 +70,8 @@ def rl_sections(
             "top_k": None,
             "top_p": None,
             # Sampler decode loops, each with a cache just long enough (see sampler.sample);
-            # 1 compiles one loop body, for accelerators where compile time dominates.
-            "decode_phases": 4,
+            # 1 compiles a single loop body: quick mode, or wherever compile time dominates.
+            "decode_phases": int(opts.get("decode_phases", 1 if opts.get("quick") else 4)),
         }
     )
     c.advantage = opts.get("adv", "pkpo_sloo_minus_one")
