@@ -228,6 +228,9 @@ def test_gumbel_noise_moments_and_keys():
     np.testing.assert_array_equal(raw, noise)
     other = sampler.gumbel_noise(jax.random.key(4), (500, 800))
     assert float(jnp.mean(jnp.abs(other - noise))) > 0.5
+    # The extreme bit patterns stay finite (u strictly inside (0, 1)).
+    edge = sampler._gumbel_from_bits(jnp.array([0, 1, 2**31, 2**32 - 2, 2**32 - 1], jnp.uint32))
+    assert bool(jnp.isfinite(edge).all()) and float(edge[-1]) > 16.0 and float(edge[0]) < -2.7
     rbg = sampler.gumbel_noise(jax.random.key(3, impl="rbg"), (50, 80))
     assert rbg.shape == (50, 80) and bool(jnp.isfinite(rbg).all())
 
