@@ -461,6 +461,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mngr.close()
     if writer:
         records = M.read_jsonl(writer.path)
+        if start >= rl.steps:  # restarted after the end: report what the finished run recorded
+            last = next(
+                (
+                    {k: v for k, v in r.items() if k != "step"}
+                    for r in reversed(records)
+                    if r.get("step") == rl.steps and "train/reward_mean" in r
+                ),
+                {},
+            )
         M.plot_curves(records, os.path.join(workdir, "curves.png"), title=config.get("name", ""))
         writer.close()
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:

@@ -262,6 +262,12 @@ def test_kill_and_resume_matches_uninterrupted_run(quick_run, shared_dir, tmp_pa
     _assert_same(_final(workdir), _final(ref), what="final_metrics.json")
     assert _finalized_steps(ckpt) == [2, 4]
 
+    # Restarting a finished run changes nothing and still reports its final metrics.
+    final_before = json.loads((workdir / "final_metrics.json").read_text())
+    _run_cli("quick", workdir, shared_dir)
+    assert _records(workdir) == got
+    assert json.loads((workdir / "final_metrics.json").read_text()) == final_before
+
 
 def _two_process_run(arg: str, workdir: Path, shared: Path, log_dir: Path) -> None:
     port = _free_port()
