@@ -309,8 +309,8 @@ def _decode(
     The steps run in ``phases`` consecutive ``lax.while_loop``s over ``DecodeState``; before each,
     the cache grows (``grow_cache``) to just the slots that phase can fill, ``Tp + t_end``. Every
     step's attention reads the whole cache, so early steps no longer read empty slots: with 4
-    phases a decode reads ~30% fewer cache slots than with one loop over ``S = Tp + T`` slots, at
-    the price of compiling 4 loop bodies. Rows that are done stay done across phases.
+    phases, 16-token prompts and 64 new tokens a decode reads 30% fewer cache slots than one loop
+    over ``S = Tp + T`` slots, at the price of compiling 4 loop bodies. Done rows stay done.
     """
     max_new = state.tokens.shape[1]
     prompt_slots = state.key_valid.shape[1]
