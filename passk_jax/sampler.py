@@ -143,8 +143,14 @@ class Sampling:
 
 
 def _argmax(x_BV: Array) -> Array:
-    """First index of the maximum over the last axis, as a max reduction then an index reduction
-    (on XLA:CPU ~2x faster than ``jnp.argmax``'s single variadic reduction). ``int32 [B]``."""
+    """First index of the maximum over the last axis, as a max reduction then an index reduction.
+    ``int32 [B]``.
+
+    Same result as ``jnp.argmax``. In the decode loop XLA:CPU fuses the Gumbel noise into the
+    reduction, and there ``jnp.argmax``'s single variadic (value, index) reduction made the whole
+    sampler 1.1x (V = 64) to 4x (V = 32,000) slower than this pair. On an already materialised
+    array it is not faster (two passes instead of one).
+    """
     v = x_BV.shape[-1]
     is_max = x_BV == jnp.max(x_BV, axis=-1, keepdims=True)
     return jnp.min(jnp.where(is_max, lax.iota(jnp.int32, v), v), axis=-1).astype(jnp.int32)
