@@ -136,8 +136,9 @@ class Sampling:
         logp_BV = self.log_probs(logits_BV)
         # Gumbel-max: argmax(log p + g) with i.i.d. standard Gumbel g is a draw from p, with no
         # cumulative sum and so no float32 floor on small probabilities. The only limit is the
-        # noise's 23-bit resolution (g within [-2.8, 16.6], as with jax.random.gumbel): a token
-        # ~19 nats below the best one cannot win. One fused kernel, see ``gumbel_noise``.
+        # noise's 23-bit resolution (g within [-2.8, 16.6]; jax.random.gumbel's float32 uniforms
+        # give a similar range): a token ~19 nats below the best one cannot win. The noise is one
+        # fused kernel, see ``gumbel_noise``.
         tok_B = _argmax(logp_BV + gumbel_noise(rng, logp_BV.shape))
         return tok_B, jnp.take_along_axis(logp_BV, tok_B[:, None], axis=-1)[:, 0]
 
