@@ -298,3 +298,20 @@ def test_wide_matmul_custom_gradients_equal_einsum(dtype):
         w,
     )
     loss_pairs(_matmul_w, lambda h, w: jnp.einsum("BTF,FD->BTD", h, w), h, w)
+
+
+def test_grow_cache_keeps_slots_and_refuses_to_shrink(tiny):
+    c, params = tiny
+    tokens = jax.random.randint(jax.random.key(2), (2, 5), 3, c.vocab_size)
+    pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((5, 5), bool)), (2, 5, 5))
+    _, cache = g.apply_with_cache(params, c, tokens, pos, mask, g.init_cache(c, 2, 5))
+    grown = g.grow_cache(cache, 9)
+    assert int(grown["index"]) == 5 and grown["positions"].shape == (2, 9)
+    for name in ("layer_0", "layer_2"):
+        assert grown[name]["k"].shape[-1] == 9 and grown[name]["v"].shape[2] == 9
+        np.testing.assert_array_equal(grown[name]["k"][..., :5], cache[name]["k"])
+        np.testing.assert_array_equal(grown[name]["v"][:, :, :5], cache[name]["v"])
+        assert not bool(grown[name]["k"][..., 5:].any())
+    with pytest.raises(ValueError, match="shrink"):
+        g.grow_cache(cache, 4)

@@ -42,7 +42,8 @@ The layouts are the ones the attention products read without a transpose: batch 
 keys ``[H, S]`` and values ``[S, H]`` as the right-hand matrices of q.k and p.v. With ``[B, S, K, H]``
 every decode step transposed every layer's whole cache, twice.
 
-A call with ``T`` new tokens writes their keys into slots ``[index, index + T)`` with one
+``grow_cache`` appends empty slots (the sampler grows the cache as it decodes). A call with ``T``
+new tokens writes their keys into slots ``[index, index + T)`` with one
 ``lax.dynamic_update_slice`` per tensor and advances ``index`` by ``T``. Slots are storage, positions
 are meaning: ``positions`` (per row) drive RoPE and the sliding window, so left / right padding and
 rows of different lengths share one slot counter. The caller's ``attn_mask [B, T, S]`` says which slots
