@@ -14,6 +14,8 @@ Run::
 
     .venv/bin/python benchmarks/sampler.py            # tiny config, CPU, ~3 minutes
     .venv/bin/python benchmarks/sampler.py --repeats 7 --prompt-len 32
+    .venv/bin/python benchmarks/sampler.py --vocab 32000 --runs 1 \
+        --out benchmarks/results/sampler_vocab32000.md
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=64, help="vocabulary of the tiny config")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument(
         "--runs", type=int, default=3, help="independent interleaved measurements, each a table"
@@ -50,7 +53,7 @@ def main() -> None:
 
     import torch
 
-    cfg = Gemma2Config.tiny()
+    cfg = Gemma2Config.tiny(vocab_size=args.vocab)
     with tempfile.TemporaryDirectory() as tmp:
         hf = hf_gemma2(cfg, args.seed, max_positions=1024).eval()
         hf.save_pretrained(tmp)
@@ -97,7 +100,8 @@ def main() -> None:
         f"{torch.__version__}, eager)",
     ]
     header = (
-        f"Sampler throughput, tiny Gemma-2 (random weights), P={p} prompts x n={n} samples x {t} "
+        f"Sampler throughput, tiny Gemma-2 (random weights, vocabulary {cfg.vocab_size}), P={p} "
+        f"prompts x n={n} samples x {t} "
         f"new tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()}); median of "
         f"{args.repeats} interleaved rounds after warm-up (each round runs all three)."

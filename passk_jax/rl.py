@@ -181,9 +181,10 @@ class _Run:
             temperature=rl.temperature,
             top_k=rl.get("top_k", None),
             top_p=rl.get("top_p", None),
-            decode_phases=rl.get("decode_phases", 4),
             eos_id=self.tok.eos_id,
             pad_id=self.tok.pad_id,
+            # Configs written before the option existed use the sampler's default.
+            **({"decode_phases": rl.decode_phases} if "decode_phases" in rl else {}),
         )
         self.advantage_fn = jax.jit(self._advantages)
 
