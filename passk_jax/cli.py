@@ -1,0 +1,17 @@
+"""Console-script entry points (``[project.scripts]`` in ``pyproject.toml``).
+
+``passk-train`` runs :mod:`passk_jax.main` (absl flags: ``--config FILE[:ARG] --workdir DIR``);
+``passk-eval`` and ``passk-export`` point straight at :func:`passk_jax.evaluate.main` and
+:func:`passk_jax.export.main`.
+"""
+
+from __future__ import annotations
+
+
+def train() -> None:
+    """``passk-train --config FILE[:ARG] --workdir DIR``: the RL experiment of ``passk_jax.main``."""
+    from absl import app
+
+    from passk_jax import main as main_module
+
+    app.run(main_module.main)
