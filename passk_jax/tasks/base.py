@@ -12,13 +12,21 @@ every task applies the same rules as Chen et al.'s maze verifier (``spec/passk_t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
 import re
 import signal
+import sys
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +35,8 @@ import numpy as np
 __all__ = [
     "Prompt",
     "ScoreTimeout",
+    "ScorerConfigError",
+    "ScorerPool",
     "Task",
     "TaskBase",
     "alarm_timeout",
@@ -89,13 +99,21 @@ def safe_reward(fn: Callable[[], Any]) -> float:
         if value is None:
             return 0.0
         value = float(value)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, ScorerConfigError):
         raise
     except BaseException:  # noqa: BLE001 -- the scorer must never raise on model output
         return 0.0
     if math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, value))
+
+
+class ScorerConfigError(RuntimeError):
+    """A scorer cannot score at all (e.g. the sandbox lacks the required isolation).
+
+    Raised for the deployment, never for model output: :func:`safe_reward` lets it through so a
+    misconfigured run fails loudly instead of training on all-zero rewards.
+    """
 
 
 class ScoreTimeout(Exception):
@@ -149,12 +167,21 @@ def score_batch_serial(
 
 
 class TaskBase:
-    """Convenience base class: the default ``score_batch`` loop and split/num validation."""
+    """Convenience base class: split/num validation and scoring under enforced deadlines.
+
+    A task implements its scorer either as ``_score(prompt, completion)`` (then ``score`` and
+    ``score_batch`` run it in worker processes with an enforced deadline, ``score_deadline_s`` per
+    completion: a worker that overruns is killed and that completion scores 0.0), or, for scorers
+    that are linear-time by construction (maze, ARC), by overriding ``score`` itself, which then runs
+    in the caller's process while ``score_batch`` still uses the workers.
+    """
 
     name: str = "task"
     binary: bool = True
     alphabet: str | None = None
     splits: tuple[str, ...] = ("train", "eval")
+    score_deadline_s: float = 10.0
+    score_workers: int | None = None
 
     def prompts(self, split: str, num: int | None = None) -> list[Prompt]:
         """Return the first ``num`` prompts of ``split`` (all if ``None``)."""
@@ -169,13 +196,302 @@ class TaskBase:
             raise ValueError(f"{self.name}: unknown split {split!r}; expected one of {self.splits}")
         return split
 
-    def score(self, prompt: Prompt, completion: str) -> float:  # pragma: no cover - abstract
-        """Return the reward of ``completion`` in ``[0, 1]``."""
-        raise NotImplementedError
+    def _score(self, prompt: Prompt, completion: str) -> float:
+        """The task's own scorer (may be slow or hang: it runs in a worker under a deadline)."""
+        if type(self).score is TaskBase.score:  # pragma: no cover - a task must define one
+            raise NotImplementedError(f"{type(self).__name__} defines neither _score nor score")
+        return self.score(prompt, completion)
 
-    def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
-        """Return the rewards of paired prompts and completions as a float32 array ``[len]``."""
-        return score_batch_serial(self, prompts, completions)
+    def score(self, prompt: Prompt, completion: str) -> float:
+        """Return the reward of ``completion`` in ``[0, 1]``, within ``score_deadline_s`` (+1 s)."""
+        if _IN_WORKER:
+            return safe_reward(lambda: self._score(prompt, completion))
+        return float(self.score_batch([prompt], [completion], workers=1)[0])
+
+    def score_batch(
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        workers: int | None = None,
+    ) -> np.ndarray:
+        """Rewards of paired prompts and completions, float32 ``[len]``, scored in parallel.
+
+        Runs in ``workers`` processes (default ``score_workers``, else the CPU count), each
+        completion under the enforced deadline ``score_deadline_s``.
+        """
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        if not len(prompts):
+            return np.zeros(0, np.float32)
+        if _IN_WORKER:
+            return score_batch_serial(self, prompts, completions)
+        pool = _pool_for(self)
+        n = workers or self.score_workers or os.cpu_count() or 1
+        return pool.map(prompts, completions, max(1, min(int(n), len(prompts))))
+
+    def close_scorers(self) -> None:
+        """Stop this task's scorer processes (they are also stopped at exit)."""
+        pool = self.__dict__.pop("_scorer_pool", None)
+        if pool is not None:
+            pool.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_scorer_pool", None)
+        return state
+
+
+# --------------------------------------------------------------------------------------------------
+# Scorer processes with enforced deadlines.
+# --------------------------------------------------------------------------------------------------
+
+_IN_WORKER = False
+_PRELOAD = [
+    "passk_jax.tasks.base",
+    "passk_jax.tasks.maze",
+    "passk_jax.tasks.arc",
+    "passk_jax.tasks.math_task",
+    "passk_jax.tasks.code",
+    "math_verify",
+    "sympy",
+]
+_ctx_lock = threading.Lock()
+_ctx: list[Any] = []
+
+
+def _context() -> Any:
+    """A forkserver context (workers start from a clean, preloaded process, not from the trainer)."""
+    with _ctx_lock:
+        if not _ctx:
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                ctx = multiprocessing.get_context("forkserver")
+                import importlib.util
+
+                preload = []
+                for m in _PRELOAD:
+                    try:
+                        if importlib.util.find_spec(m) is not None:
+                            preload.append(m)
+                    except (ImportError, ValueError):
+                        pass
+                ctx.set_forkserver_preload(preload)
+            else:  # pragma: no cover - non-POSIX
+                ctx = multiprocessing.get_context("spawn")
+            _ctx.append(ctx)
+        return _ctx[0]
+
+
+def _worker_main(conn: Any) -> None:
+    """Scorer process: receive the task once, then items; send one result per item as it is done."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    task = None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "task":
+            task = pickle.loads(msg[1])
+        elif msg[0] == "items":
+            for idx, prompt, completion in msg[1]:
+                try:
+                    reward = safe_reward(lambda t=task, p=prompt, c=completion: t._score(p, c))
+                    conn.send(("ok", idx, reward))
+                except ScorerConfigError as e:
+                    conn.send(("error", idx, str(e)))
+        else:
+            return
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """Hide ``__main__`` while a worker starts, so that it does not re-run the caller's script.
+
+    (multiprocessing's spawn / forkserver preparation re-imports the main module in the child; the
+    workers need only this module.)
+    """
+    import types
+
+    with _main_lock:
+        real = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if real is not None:
+                sys.modules["__main__"] = real
+
+
+class _Worker:
+    def __init__(self, ctx: Any):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        with _main_hidden():
+            self.proc.start()
+        child.close()
+        self.task_token: str | None = None
+        self.pending: collections.deque[int] = collections.deque()
+        self.started = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        pid = self.proc.pid
+        threading.Thread(target=_reap, args=(self.proc, pid), daemon=True).start()
+
+
+def _reap(proc: Any, pid: int | None) -> None:
+    try:
+        proc.join(timeout=30)
+    except (OSError, ValueError, AssertionError):
+        pass
+    sandbox = sys.modules.get("passk_jax.tasks.sandbox")
+    if sandbox is not None and pid is not None:
+        try:
+            sandbox.reap_leftovers(pid)
+        except Exception:  # noqa: BLE001 -- best-effort clean-up in a background thread
+            pass
+
+
+class ScorerPool:
+    """Worker processes running one task's ``_score`` with an enforced per-completion deadline.
+
+    Each completion is scored in a worker process; when one takes longer than ``deadline_s`` the
+    worker is killed (SIGKILL), that completion scores 0.0 and a fresh worker takes over the rest.
+    The caller therefore waits at most ``deadline_s`` plus the time to notice and kill (well under a
+    second) for any one completion.
+    """
+
+    def __init__(self, task: Any, deadline_s: float):
+        self.deadline_s = float(deadline_s)
+        self._task_bytes = pickle.dumps(task)
+        self._token = uuid.uuid4().hex
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.timeouts = 0
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(_context())
+        self._workers.append(w)
+        return w
+
+    def _assign(self, w: _Worker, items: list[tuple[int, Any, Any]]) -> None:
+        if w.task_token != self._token:
+            w.conn.send(("task", self._task_bytes))
+            w.task_token = self._token
+        w.conn.send(("items", items))
+        w.pending.extend(i for i, _, _ in items)
+        w.started = time.monotonic()
+
+    def map(self, prompts: Sequence[Any], completions: Sequence[str], workers: int) -> np.ndarray:
+        """Rewards of the pairs, float32; raises :class:`ScorerConfigError` if a scorer did."""
+        with self._lock:
+            return self._map(prompts, completions, workers)
+
+    def _map(self, prompts: Sequence[Any], completions: Sequence[str], workers: int) -> np.ndarray:
+        n = len(prompts)
+        out = np.zeros(n, np.float32)
+        todo = collections.deque(range(n))
+        chunk = max(1, min(64, n // (workers * 4) or 1))
+        while len(self._workers) < workers:
+            self._spawn()
+        active = self._workers[:workers]
+        busy: list[_Worker] = []
+        error: str | None = None
+
+        def feed(w: _Worker) -> None:
+            items = []
+            while todo and len(items) < chunk:
+                i = todo.popleft()
+                items.append((i, prompts[i], completions[i]))
+            if items:
+                try:
+                    self._assign(w, items)
+                    busy.append(w)
+                except (OSError, ValueError, pickle.PicklingError):
+                    todo.extendleft(reversed([i for i, _, _ in items]))
+                    replace(w)
+
+        def replace(w: _Worker) -> _Worker:
+            w.kill()
+            if w in busy:
+                busy.remove(w)
+            k = self._workers.index(w)
+            fresh = _Worker(_context())
+            self._workers[k] = fresh
+            active[active.index(w)] = fresh
+            return fresh
+
+        for w in active:
+            feed(w)
+        while busy:
+            now = time.monotonic()
+            wait_s = max(0.0, min(w.started + self.deadline_s for w in busy) - now)
+            ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=wait_s)
+            for w in list(busy):
+                if w.conn in ready:
+                    try:
+                        kind, idx, value = w.conn.recv()
+                    except (EOFError, OSError):  # the worker died: its current item scores 0
+                        if w.pending:
+                            w.pending.popleft()
+                        todo.extendleft(reversed(w.pending))
+                        w.pending.clear()
+                        feed(replace(w))
+                        continue
+                    if w.pending and w.pending[0] == idx:
+                        w.pending.popleft()
+                    if kind == "ok":
+                        out[idx] = value
+                    else:
+                        error = value
+                    w.started = time.monotonic()
+                    if not w.pending:
+                        busy.remove(w)
+                        feed(w)
+                elif time.monotonic() >= w.started + self.deadline_s:
+                    self.timeouts += 1
+                    w.pending.popleft()  # the overrunning item scores 0
+                    todo.extendleft(reversed(w.pending))
+                    w.pending.clear()
+                    feed(replace(w))
+        if error is not None:
+            raise ScorerConfigError(error)
+        return out
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for w in self._workers:
+            try:
+                w.conn.send(("stop",))
+            except (OSError, ValueError):
+                pass
+            w.kill()
+        self._workers = []
+
+
+_pools_lock = threading.Lock()
+
+
+def _pool_for(task: Any) -> ScorerPool:
+    with _pools_lock:
+        pool = task.__dict__.get("_scorer_pool")
+        if pool is None:
+            pool = ScorerPool(task, task.score_deadline_s)
+            task.__dict__["_scorer_pool"] = pool
+            weakref.finalize(task, pool.close)
+        return pool
 
 
 def _check_num(num: int) -> int:

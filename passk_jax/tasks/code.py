@@ -1,8 +1,5 @@
 """Python coding problems (MBPP / HumanEval style) with PKPO's reward: the fraction of unit tests passed.
 
-Model code runs **only** in the sandbox of :mod:`passk_jax.tasks.sandbox` (separate process, resource
-limits, no network, private temporary directory, unprivileged uid, read-only filesystem elsewhere).
-
 Data: JSONL files, one problem per line, in any of three layouts (detected per row):
 
 * HumanEval: ``prompt`` (signature + docstring), ``test`` (defines ``check(candidate)``),
@@ -17,34 +14,62 @@ Extraction: the last fenced code block (```` ```python ... ``` ````, an unclosed
 the end), else the raw completion. If the problem has an entry point that the extracted code does not
 define, the code is treated as a continuation of the prompt (HumanEval style) and appended to it.
 
-Harness: the program executes the solution, then each test in its own ``try`` (with a per-test
-``signal.alarm``), printing a line with a per-run random nonce for every test that passes; the reward is
-``passed / total``. Tests that ran before a crash or timeout keep their credit. Limitation: the
-solution runs in the same interpreter as the harness, so a deliberately adversarial solution could
-find the nonce and forge passes; this guards against accidents, not against reward hacking.
+Harness (the candidate cannot reach it). The candidate's code runs in the sandbox
+(:mod:`passk_jax.tasks.sandbox`, at least :data:`~passk_jax.tasks.sandbox.FULL_ISOLATION` by default)
+inside a small *function server* that only answers "call function ``name`` with these arguments".
+The tests, the setup code and the counting run in the scorer's own interpreter, which the candidate
+never shares: each test is executed there with the names it uses bound to proxies that send the
+arguments to the sandbox over a pipe and get back the *value* of the call, encoded as data (``None``,
+``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, and ``list`` / ``tuple`` / ``dict`` /
+``set`` / ``frozenset`` of those; generators and other iterators are drained into a list, at most
+100,000 items) and rebuilt there as fresh builtin objects. So:
+
+* nothing the candidate does to its own interpreter (replacing ``builtins``, walking frames, ``gc``,
+  ``atexit``, ``__del__``, signals, ``os._exit``) touches the tests or the count;
+* a returned object cannot lie about equality: only plain data crosses, and the comparison in the
+  test runs on the rebuilt builtin values (an object of any other type is an error, so the test fails);
+* output volume never decides the score: stdout / stderr are drained and ignored, the values travel
+  on their own pipe.
+
+A test passes when it runs to completion in the scorer (no exception); a test that times out
+(``per_test_s``), or whose call crashes the server, fails, and the server is restarted for the next
+test. Exceptions raised by the candidate are re-raised in the test as the builtin exception of the same
+name (e.g. ``ValueError``), so ``pytest.raises``-style tests work. The reward is ``passed / total``.
+
+What crosses only as data also limits what can be tested: a test that passes a function or an object
+to the candidate, or expects an instance of a class the solution defines, fails. Helper functions that
+HumanEval prompts define (e.g. ``poly`` in HumanEval/32) are executed from the prompt (dataset code) in
+the scorer, so the candidate cannot redefine them for the tests.
 """
 
 from __future__ import annotations
 
 import ast
-import concurrent.futures
+import builtins
 import json
 import os
 import re
-import secrets
+import select
+import struct
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from passk_jax.tasks.base import Prompt, TaskBase, safe_reward
-from passk_jax.tasks.sandbox import SandboxLimits, SandboxResult, run_python
+from passk_jax.tasks.base import Prompt, TaskBase
+from passk_jax.tasks.sandbox import (
+    FULL_ISOLATION,
+    IsolationError,
+    SandboxLimits,
+    SandboxProcess,
+    isolation_available,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
     "CodeTask",
     "build_program",
-    "count_passed",
+    "decode_value",
+    "encode_value",
     "extract_code",
     "problem_from_row",
     "run_tests",
@@ -52,30 +77,126 @@ __all__ = [
 
 DEFAULT_LIMITS = SandboxLimits(timeout_s=10.0, cpu_s=10)
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_HARNESS = """
-import signal as __passk_signal
-def __passk_alarm(signum, frame):
-    raise TimeoutError("test timed out")
-__passk_signal.signal(__passk_signal.SIGALRM, __passk_alarm)
-__passk_tests = {tests}
-__passk_ns = {{"__name__": "__main__"}}
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 100
+MAX_ITEMS = 100_000
+# Stdlib modules the tests may use without importing them (MBPP tests run in the solution's
+# namespace, so they rely on the solution's imports); they are imported in the scorer, never
+# taken from the candidate.
+_SAFE_MODULES = frozenset(
+    "math cmath re string collections itertools functools operator heapq bisect statistics "
+    "fractions decimal random copy datetime typing array numbers".split()
+)
+
+# The function server: runs in the sandbox as main.py. Everything in it is under the candidate's
+# control once the solution runs; it only ever sends data, which the scorer decodes and checks.
+_SERVER = r"""
+import json, os, struct, sys, types
+_rd, _wr = os.fdopen(3, "rb", buffering=0), os.fdopen(4, "wb", buffering=0)
+MAX_DEPTH, MAX_ITEMS = {max_depth}, {max_items}
+
+def _send(obj):
+    data = json.dumps(obj).encode()
+    _wr.write(struct.pack("<Q", len(data)) + data)
+
+def _recv():
+    head = b""
+    while len(head) < 8:
+        more = _rd.read(8 - len(head))
+        if not more:
+            os._exit(0)
+        head += more
+    n = struct.unpack("<Q", head)[0]
+    buf = bytearray()
+    while len(buf) < n:
+        more = _rd.read(n - len(buf))
+        if not more:
+            os._exit(0)
+        buf += more
+    return json.loads(bytes(buf))
+
+class Unencodable(TypeError):
+    pass
+
+def enc(x, depth=0):
+    if depth > MAX_DEPTH:
+        raise Unencodable("too deep")
+    t = type(x)
+    if x is None or t is bool or t is str:
+        return x
+    if t is int:
+        return ["i", str(x)] if abs(x) > 2**53 else x
+    if t is float:
+        return ["f", repr(x)]
+    if t is complex:
+        return ["c", repr(x.real), repr(x.imag)]
+    if t is bytes:
+        return ["b", x.hex()]
+    if t in (list, tuple, set, frozenset):
+        tag = {{list: "l", tuple: "t", set: "s", frozenset: "z"}}[t]
+        return [tag] + [enc(v, depth + 1) for v in x]
+    if t is dict:
+        return ["d"] + [[enc(k, depth + 1), enc(v, depth + 1)] for k, v in x.items()]
+    if isinstance(x, (types.GeneratorType, map, filter, zip, enumerate, reversed)) or (
+        t.__name__.endswith("iterator")
+    ):
+        out = []
+        for v in x:
+            if len(out) >= MAX_ITEMS:
+                raise Unencodable("iterator too long")
+            out.append(enc(v, depth + 1))
+        return ["l"] + out
+    raise Unencodable("cannot return a %s" % t.__name__)
+
+def dec(x):
+    if isinstance(x, list):
+        tag, rest = x[0], x[1:]
+        if tag == "i":
+            return int(rest[0])
+        if tag == "f":
+            return float(rest[0])
+        if tag == "c":
+            return complex(float(rest[0]), float(rest[1]))
+        if tag == "b":
+            return bytes.fromhex(rest[0])
+        if tag == "d":
+            return {{dec(k): dec(v) for k, v in rest}}
+        items = [dec(v) for v in rest]
+        return {{"l": list, "t": tuple, "s": set, "z": frozenset}}[tag](items)
+    return x
+
+_ns = {{"__name__": "solution", "__builtins__": __builtins__}}
 try:
-    exec(compile({setup}, "setup.py", "exec"), __passk_ns)
-    exec(compile({solution}, "solution.py", "exec"), __passk_ns)
-    __passk_ok = True
-except BaseException:
-    __passk_ok = False
-if __passk_ok:
-    if {entry_point} is not None and {entry_point} in __passk_ns:
-        __passk_ns["candidate"] = __passk_ns[{entry_point}]
-    for __passk_i, __passk_src in enumerate(__passk_tests):
+    exec(compile({solution!r}, "solution.py", "exec"), _ns)
+    _loaded = None
+except BaseException as e:
+    _loaded = type(e).__name__
+names = {{}}
+for k, v in list(_ns.items()):
+    if k.startswith("__"):
+        continue
+    if isinstance(v, types.ModuleType):
+        names[k] = ["module", getattr(v, "__name__", "")]
+    elif callable(v):
+        names[k] = ["callable"]
+    else:
         try:
-            __passk_signal.alarm({per_test_s})
-            exec(compile(__passk_src, "test_%d.py" % __passk_i, "exec"), __passk_ns)
-            __passk_signal.alarm(0)
-            print("\\n{nonce} PASS %d" % __passk_i, flush=True)
-        except BaseException:
-            __passk_signal.alarm(0)
+            names[k] = ["value", enc(v)]
+        except Exception:
+            pass
+_send({{"loaded": _loaded, "names": names}})
+while True:
+    req = _recv()
+    try:
+        fn = _ns[req["name"]]
+        args = [dec(a) for a in req["args"]]
+        kwargs = {{k: dec(v) for k, v in req["kwargs"]}}
+        out = fn(*args, **kwargs)
+        reply = {{"ok": enc(out), "args": [enc(a) if type(a) in (list, dict, set) else None
+                                           for a in args]}}
+    except BaseException as e:
+        reply = {{"exc": type(e).__name__, "msg": str(e)[:200]}}
+    _send(reply)
 """
 
 
@@ -88,9 +209,9 @@ def extract_code(completion: str) -> str:
 
 
 def _defines(code: str, name: str) -> bool:
-    return (
-        re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
-    )
+    """Whether some line of ``code`` starts (after indentation) a ``def name(`` (linear time)."""
+    pattern = re.compile(rf"(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(")
+    return any(pattern.match(line.lstrip()) for line in code.splitlines())
 
 
 def _split_check(test_code: str) -> tuple[str, list[str]]:
@@ -112,10 +233,9 @@ def _split_check(test_code: str) -> tuple[str, list[str]]:
 
 
 def problem_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Normalise one JSONL row to ``{prompt, tests, setup, entry_point, solution}``."""
+    """Normalise one JSONL row to ``{prompt, tests, setup, entry_point, solution, continuation}``."""
     if "test" in row and "entry_point" in row:  # HumanEval
         setup, tests = _split_check(row["test"])
-        # check() bodies may use names bound by the test module (e.g. METADATA) and "candidate".
         return {
             "prompt": row["prompt"],
             "tests": tests,
@@ -148,47 +268,357 @@ def problem_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_program(
-    problem: Mapping[str, Any], completion: str, nonce: str, per_test_s: int = 5
-) -> str:
-    """The sandbox program: setup, the extracted solution, then every test under its own ``try``."""
+def solution_code(problem: Mapping[str, Any], completion: str) -> str:
+    """The candidate's program: the extracted code, or the prompt + completion (continuation)."""
     code = extract_code(completion)
     entry = problem.get("entry_point")
     if entry and not _defines(code, entry):
-        code = problem["prompt"] + completion  # HumanEval continuation of the signature
-    return _HARNESS.format(
-        tests=repr(list(problem["tests"])),
-        setup=repr(problem.get("setup", "") or ""),
-        solution=repr(code),
-        entry_point=repr(entry),
-        per_test_s=int(per_test_s),
-        nonce=nonce,
+        code = problem["prompt"] + completion
+    return code
+
+
+def build_program(problem: Mapping[str, Any], completion: str) -> str:
+    """The sandbox program: the function server with the candidate's solution inside it."""
+    return _SERVER.format(
+        solution=solution_code(problem, completion), max_depth=MAX_DEPTH, max_items=MAX_ITEMS
     )
 
 
-def count_passed(stdout: str, nonce: str, num_tests: int) -> int:
-    """Distinct test indices reported as passed with ``nonce`` in ``stdout``."""
-    passed = set()
-    for m in re.finditer(rf"^{re.escape(nonce)} PASS (\d+)$", stdout, re.MULTILINE):
-        i = int(m.group(1))
-        if 0 <= i < num_tests:
-            passed.add(i)
-    return len(passed)
+# ------------------------------------------------------------------------------------------------
+# Values as data (scorer side: encodes trusted arguments, decodes and checks candidate results).
+# ------------------------------------------------------------------------------------------------
+
+
+class CandidateError(Exception):
+    """The candidate's call failed or returned something that is not plain data."""
+
+
+class _TestTimeout(BaseException):
+    """A test ran out of time (BaseException: a test's ``except Exception`` cannot swallow it)."""
+
+
+class _ServerDied(BaseException):
+    """The function server crashed or broke the protocol (the test fails; restart it)."""
+
+
+def encode_value(x: Any, depth: int = 0) -> Any:
+    """Encode a plain-data value for the wire (``TypeError`` for anything else)."""
+    if depth > MAX_DEPTH:
+        raise TypeError("value nested too deeply")
+    t = type(x)
+    if x is None or t is bool or t is str:
+        return x
+    if t is int:
+        return ["i", str(x)] if abs(x) > 2**53 else x
+    if t is float:
+        return ["f", repr(x)]
+    if t is complex:
+        return ["c", repr(x.real), repr(x.imag)]
+    if t is bytes:
+        return ["b", x.hex()]
+    if t in (list, tuple, set, frozenset):
+        tag = {list: "l", tuple: "t", set: "s", frozenset: "z"}[t]
+        return [tag] + [encode_value(v, depth + 1) for v in x]
+    if t is dict:
+        return ["d"] + [
+            [encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in x.items()
+        ]
+    raise TypeError(f"cannot send a {t.__name__} to the candidate")
+
+
+def decode_value(x: Any, depth: int = 0) -> Any:
+    """Rebuild a value from the wire as fresh builtin objects; ``CandidateError`` if malformed."""
+    if depth > MAX_DEPTH:
+        raise CandidateError("value nested too deeply")
+    t = type(x)
+    if x is None or t is bool or t is str:
+        return x
+    if t is int:
+        return x
+    if t is not list or not x or type(x[0]) is not str:
+        raise CandidateError(f"malformed value of type {t.__name__}")
+    tag, rest = x[0], x[1:]
+    try:
+        if tag == "i" and len(rest) == 1 and type(rest[0]) is str:
+            return int(rest[0])
+        if tag == "f" and len(rest) == 1 and type(rest[0]) is str:
+            return float(rest[0])
+        if tag == "c" and len(rest) == 2 and all(type(r) is str for r in rest):
+            return complex(float(rest[0]), float(rest[1]))
+        if tag == "b" and len(rest) == 1 and type(rest[0]) is str:
+            return bytes.fromhex(rest[0])
+    except ValueError as e:
+        raise CandidateError(f"malformed {tag!r} value") from e
+    if len(rest) > MAX_ITEMS * 10:
+        raise CandidateError("too many items")
+    if tag == "d":
+        out = {}
+        for pair in rest:
+            if type(pair) is not list or len(pair) != 2:
+                raise CandidateError("malformed dict item")
+            key = decode_value(pair[0], depth + 1)
+            try:
+                out[key] = decode_value(pair[1], depth + 1)
+            except TypeError as e:  # unhashable key
+                raise CandidateError("unhashable dict key") from e
+        return out
+    kinds = {"l": list, "t": tuple, "s": set, "z": frozenset}
+    if tag not in kinds:
+        raise CandidateError(f"unknown tag {tag!r}")
+    items = [decode_value(v, depth + 1) for v in rest]
+    try:
+        return kinds[tag](items)
+    except TypeError as e:
+        raise CandidateError("unhashable set item") from e
+
+
+def _raise_like(name: Any, msg: Any) -> None:
+    cls = getattr(builtins, name, None) if type(name) is str else None
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = CandidateError
+    raise cls(str(msg)[:200] if type(msg) is str else "")
+
+
+# ------------------------------------------------------------------------------------------------
+# The scorer side of one problem.
+# ------------------------------------------------------------------------------------------------
+
+
+class _Server:
+    """One sandboxed function server and the scorer's end of its pipes."""
+
+    def __init__(self, program: str, limits: SandboxLimits, min_isolation: Sequence[str]):
+        req_r, self.req_w = os.pipe()
+        self.resp_r, resp_w = os.pipe()
+        try:
+            self.proc = SandboxProcess(program, limits, min_isolation, pass_fds=(req_r, resp_w))
+        finally:
+            os.close(req_r)
+            os.close(resp_w)
+        self.dead = False
+        report = self.proc.isolation_report()
+        if report.get("missing") or not report:
+            self.close()
+            self.proc.result()  # raises IsolationError with the launcher's explanation
+            raise IsolationError("the sandbox did not report its isolation")
+
+    def send(self, obj: Any, deadline: float) -> None:
+        data = json.dumps(obj).encode()
+        view = memoryview(struct.pack("<Q", len(data)) + data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _TestTimeout()
+            _, ready, _ = select.select([], [self.req_w], [], left)
+            if ready:
+                try:
+                    n = os.write(self.req_w, view[: 1 << 16])
+                except OSError as e:
+                    raise _ServerDied() from e
+                view = view[n:]
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _TestTimeout()
+            ready, _, _ = select.select([self.resp_r], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.resp_r, min(n - len(buf), 1 << 20))
+                except OSError as e:
+                    raise _ServerDied() from e
+                if not chunk:
+                    raise _ServerDied()
+                buf += chunk
+        return bytes(buf)
+
+    def recv(self, deadline: float) -> Any:
+        (n,) = struct.unpack("<Q", self._read_exact(8, deadline))
+        if n > MAX_MESSAGE_BYTES:
+            raise _ServerDied()
+        try:
+            return json.loads(self._read_exact(n, deadline))
+        except (ValueError, RecursionError) as e:
+            raise _ServerDied() from e
+
+    def close(self) -> None:
+        self.dead = True
+        for fd in (self.req_w, self.resp_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.proc.kill()
+        self.proc.close()
+
+
+class _Checker:
+    """Runs a problem's tests in this interpreter against a sandboxed candidate."""
+
+    def __init__(
+        self,
+        problem: Mapping[str, Any],
+        completion: str,
+        limits: SandboxLimits,
+        per_test_s: float,
+        min_isolation: Sequence[str],
+    ):
+        self.program = build_program(problem, completion)
+        self.limits, self.per_test_s, self.min_isolation = limits, per_test_s, min_isolation
+        self.problem = problem
+        self.server: _Server | None = None
+        self.hello: dict[str, Any] = {}
+        self.deadline = 0.0
+
+    def _start(self) -> bool:
+        self.server = _Server(self.program, self.limits, self.min_isolation)
+        try:
+            hello = self.server.recv(self.deadline)
+        except (_TestTimeout, _ServerDied):
+            self._stop()
+            return False
+        if type(hello) is not dict or hello.get("loaded") is not None:
+            self._stop()
+            return False
+        names = hello.get("names")
+        self.hello = names if type(names) is dict else {}
+        return True
+
+    def _stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if self.server is None:
+            raise _ServerDied()
+        try:
+            wire_args = [encode_value(a) for a in args]
+            wire_kwargs = [[str(k), encode_value(v)] for k, v in kwargs.items()]
+        except RecursionError as e:
+            raise TypeError("argument nested too deeply") from e
+        self.server.send({"name": name, "args": wire_args, "kwargs": wire_kwargs}, self.deadline)
+        reply = self.server.recv(self.deadline)
+        if type(reply) is not dict:
+            raise _ServerDied()
+        if "exc" in reply:
+            _raise_like(reply.get("exc"), reply.get("msg"))
+        try:
+            value = decode_value(reply.get("ok"))
+            back = reply.get("args")
+            if type(back) is list and len(back) == len(args):  # in-place changes to arguments
+                for a, b in zip(args, back, strict=True):
+                    if b is not None and type(a) in (list, dict, set):
+                        new = decode_value(b)
+                        if type(new) is type(a):
+                            a.clear()
+                            a.update(new) if type(a) is not list else a.extend(new)
+        except RecursionError as e:
+            raise CandidateError("value nested too deeply") from e
+        return value
+
+    def _namespace(self, tests: Sequence[str]) -> dict[str, Any] | None:
+        ns: dict[str, Any] = {"__name__": "__passk_tests__"}
+        problem = self.problem
+        if problem.get("continuation"):
+            try:  # the prompt's helpers (dataset code), e.g. HumanEval/32's poly
+                exec(compile(problem["prompt"], "prompt.py", "exec"), ns)
+            except Exception:  # noqa: BLE001 -- a prompt need not be runnable on its own
+                pass
+        try:
+            exec(compile(problem.get("setup", "") or "", "setup.py", "exec"), ns)
+        except Exception:  # noqa: BLE001 -- broken setup: every test fails
+            return None
+        used: set[str] = set()
+        for src in tests:
+            try:
+                used |= {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name)}
+            except SyntaxError:
+                continue
+        entry = problem.get("entry_point")
+        for name in sorted(used):
+            if name in ns and name != entry:
+                continue
+            if hasattr(builtins, name):  # never taken from the candidate
+                continue
+            if name in _SAFE_MODULES:
+                ns[name] = __import__(name)
+                continue
+            kind = self.hello.get(name)
+            if type(kind) is not list or not kind:
+                continue
+            if kind[0] == "callable":
+                ns[name] = self._proxy(name)
+            elif kind[0] == "module" and len(kind) > 1 and kind[1] in _SAFE_MODULES:
+                ns[name] = __import__(kind[1])
+            elif kind[0] == "value" and len(kind) > 1:
+                try:
+                    ns[name] = decode_value(kind[1])
+                except (CandidateError, RecursionError):
+                    pass
+        if entry:
+            ns["candidate"] = ns[entry] = self._proxy(entry)
+        return ns
+
+    def _proxy(self, name: str):
+        checker = self
+
+        def proxy(*args, **kwargs):
+            return checker.call(name, args, kwargs)
+
+        proxy.__name__ = name
+        return proxy
+
+    def run(self) -> int:
+        tests = list(self.problem["tests"])
+        end = time.monotonic() + self.limits.timeout_s
+        passed = 0
+        ns = None
+        try:
+            for i, src in enumerate(tests):
+                now = time.monotonic()
+                if now >= end:
+                    break
+                self.deadline = min(end, now + self.per_test_s)
+                if self.server is None:
+                    if not self._start():
+                        break  # the solution does not load (or hangs loading): the rest fail
+                    ns = None
+                if ns is None:
+                    ns = self._namespace(tests)
+                    if ns is None:
+                        return 0
+                try:
+                    exec(compile(src, f"test_{i}.py", "exec"), dict(ns))
+                    passed += 1
+                except (_TestTimeout, _ServerDied):
+                    self._stop()
+                except Exception:  # noqa: BLE001 -- a failing test
+                    pass
+        finally:
+            self._stop()
+        return passed
 
 
 def run_tests(
     problem: Mapping[str, Any],
     completion: str,
     limits: SandboxLimits = DEFAULT_LIMITS,
-    per_test_s: int = 5,
-) -> tuple[float, SandboxResult | None]:
-    """Run ``completion`` against ``problem``'s tests in the sandbox; ``(fraction passed, result)``."""
+    per_test_s: float = 5,
+    min_isolation: Sequence[str] = FULL_ISOLATION,
+) -> float:
+    """Fraction of ``problem``'s tests that ``completion`` passes (harness in the module docstring).
+
+    Raises:
+      IsolationError: the sandbox cannot obtain ``min_isolation`` (nothing was run).
+    """
     tests = list(problem["tests"])
     if not tests or not isinstance(completion, str) or not completion.strip():
-        return 0.0, None
-    nonce = secrets.token_hex(16)
-    result = run_python(build_program(problem, completion, nonce, per_test_s), limits)
-    return count_passed(result.stdout, nonce, len(tests)) / len(tests), result
+        return 0.0
+    checker = _Checker(problem, completion, limits, float(per_test_s), min_isolation)
+    return checker.run() / len(tests)
 
 
 class CodeTask(TaskBase):
@@ -203,23 +633,38 @@ class CodeTask(TaskBase):
         eval_path: str | os.PathLike | None = None,
         name: str = "code",
         limits: SandboxLimits = DEFAULT_LIMITS,
-        per_test_s: int = 5,
+        per_test_s: float = 5,
         max_workers: int | None = None,
         problems: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        min_isolation: Sequence[str] = FULL_ISOLATION,
+        deadline_s: float | None = None,
     ):
         """Build the task.
 
         Args:
           train_path, eval_path: JSONL files (e.g. MBPP for train, HumanEval for eval, as PKPO).
           name: task name used in uids.
-          limits: sandbox limits of one scoring run.
-          per_test_s: ``signal.alarm`` seconds per unit test inside the sandbox.
-          max_workers: parallel sandboxes in ``score_batch`` (default: CPU count).
+          limits: sandbox limits of one scoring run (``timeout_s`` bounds all of a problem's tests).
+          per_test_s: seconds per unit test.
+          max_workers: parallel scorer processes in ``score_batch`` (default: CPU count).
           problems: rows given directly, ``{"train": [...], "eval": [...]}`` (instead of files).
+          min_isolation: sandbox mechanisms required (default full isolation: ``mount``, ``pid``,
+            ``net``, ``ipc``). Checked here, once: with less, :class:`IsolationError` says what is
+            missing and how to get it. ``()`` is the explicit opt-in to weaker isolation.
+          deadline_s: enforced deadline of one score (default ``limits.timeout_s + 10``).
         """
         self.name = name
-        self.limits, self.per_test_s = limits, int(per_test_s)
-        self.max_workers = max_workers or os.cpu_count() or 1
+        self.limits, self.per_test_s = limits, float(per_test_s)
+        self.min_isolation = tuple(min_isolation)
+        self.score_workers = max_workers
+        self.score_deadline_s = limits.timeout_s + 10.0 if deadline_s is None else deadline_s
+        got = isolation_available()
+        missing = sorted(set(self.min_isolation) - set(got))
+        if missing:
+            from passk_jax.tasks.sandbox import _refusal
+
+            raise IsolationError(_refusal(missing, got))
+        self.isolation = got
         rows: dict[str, list[Mapping[str, Any]]] = {"train": [], "eval": []}
         for split, path in (("train", train_path), ("eval", eval_path)):
             if path is not None:
@@ -249,16 +694,8 @@ class CodeTask(TaskBase):
     def _split(self, split: str) -> Sequence[Prompt]:
         return self._prompts[split]
 
-    def score(self, prompt: Prompt, completion: str) -> float:
-        """Fraction of the prompt's unit tests that ``completion`` passes in the sandbox."""
-        return safe_reward(
-            lambda: run_tests(prompt.meta["problem"], completion, self.limits, self.per_test_s)[0]
+    def _score(self, prompt: Prompt, completion: str) -> float:
+        """Fraction of the prompt's unit tests that ``completion`` passes (unbounded; in a worker)."""
+        return run_tests(
+            prompt.meta["problem"], completion, self.limits, self.per_test_s, self.min_isolation
         )
-
-    def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
-        """Score pairs in parallel sandboxes (``max_workers`` at a time)."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        with concurrent.futures.ThreadPoolExecutor(self.max_workers) as pool:
-            rewards = list(pool.map(self.score, prompts, completions))
-        return np.asarray(rewards, dtype=np.float32)

@@ -16,11 +16,16 @@ Gold answers: MATH -> the row's ``answer`` field if present, else the brace-bala
 Model answers: the last ``<answer>`` pair if present, else the last balanced ``\\boxed{...}``, else (GSM8K)
 the text after the last ``####``, else the last number in the completion. Equivalence: numbers that
 both parse as floats are compared directly (relative tolerance 1e-6); otherwise ``math_verify.parse``
-and ``math_verify.verify`` decide. math-verify's own timeouts use ``signal.alarm`` and refuse to run
-outside the main thread, so they are switched off (``parsing_timeout=None``, ``timeout_seconds=None``)
-and the whole check runs under :func:`~passk_jax.tasks.base.alarm_timeout` instead: ``timeout_s`` in the
-main thread; in worker threads there is no time limit, only the length cap (``max_answer_chars``,
-default 300) that keeps pathological inputs small. Every failure scores 0.0; the reward is binary.
+and ``math_verify.verify`` decide. Every failure scores 0.0; the reward is binary.
+
+Bounded time: :meth:`MathTask.score` and :meth:`MathTask.score_batch` run the check in scorer
+processes (:class:`~passk_jax.tasks.base.ScorerPool`) with the enforced deadline ``timeout_s``: a check
+that overruns (sympy evaluating ``(10^{9999})^{9999}`` inside C code, where no signal reaches it) is
+killed with its process and scores 0.0. Before that, cheap filters reject most pathological answers
+without parsing them: answers longer than ``max_answer_chars`` (default 300) and what
+:func:`is_explosive` flags; inside the worker a ``SIGALRM`` at 80% of the deadline stops pure-Python
+overruns without costing the process. math-verify's own timeouts are switched off
+(``parsing_timeout=None``, ``timeout_seconds=None``).
 """
 
 from __future__ import annotations
@@ -118,11 +123,16 @@ def is_explosive(text: str) -> bool:
     """Whether ``text`` may make sympy compute astronomically large numbers (then it is not parsed).
 
     Flags nested or chained exponents (``9^{9^{9}}``, ``9^9^9``, ``2**3**4``), exponents or factorial
-    arguments with more than 4 digits, and factorials of bracketed expressions. sympy evaluates such
-    expressions eagerly inside C code, where neither a signal nor a thread can stop it, and can exhaust
-    memory. Real MATH / GSM8K answers essentially never look like this.
+    arguments with more than 4 digits, factorials of bracketed expressions, and powers of powers whose
+    numeric exponents multiply to more than 10,000 (``(10^{9999})^{9999}``). sympy evaluates such
+    expressions eagerly inside C code, where no signal can stop it (the scorer's deadline kills the
+    process instead), and can exhaust memory. Real MATH / GSM8K answers essentially never look like
+    this.
     """
     if "**" in text and text.count("**") + text.count("^") >= 2:
+        return True
+    exponents = [int(e) for e in re.findall(r"(?:\^|\*\*)\s*\{?\s*(\d{1,4})\b", text)]
+    if len(exponents) >= 2 and math.prod(exponents) > 10_000:
         return True
     for m in re.finditer(r"\^|\*\*", text):
         rest = text[m.end() :].lstrip()
@@ -174,7 +184,7 @@ def math_equal(gold: str, pred: str, timeout_s: float | None = 5.0) -> bool:
             return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
         if is_explosive(pred):
             return False
-        with alarm_timeout(timeout_s):
+        with alarm_timeout(None if timeout_s is None else 0.8 * timeout_s):
             return _verify_cached(gold, pred)
     except Exception:  # noqa: BLE001 -- never raise on model output (timeouts included)
         return False
@@ -232,7 +242,7 @@ class MathTask(TaskBase):
             data directory and the TFDS split names of ``train`` / ``eval``.
           suffix: instruction appended to every problem.
           shuffle_seed: if set, each split is permuted with this seed (else file order).
-          timeout_s: wall-clock limit of one equivalence check in the main thread.
+          timeout_s: enforced deadline of one score (the scorer process is killed after it).
           max_answer_chars: extracted answers longer than this score 0 without being parsed.
         """
         if kind not in _KINDS:
@@ -244,6 +254,7 @@ class MathTask(TaskBase):
         self.kind, self.name = kind, kind
         self.suffix = suffix
         self.timeout_s, self.max_answer_chars = timeout_s, int(max_answer_chars)
+        self.score_deadline_s = 5.0 if timeout_s is None else float(timeout_s)
         if source == "jsonl":
             rows = {
                 split: load_jsonl(path) if path is not None else []
@@ -294,16 +305,16 @@ class MathTask(TaskBase):
     def _split(self, split: str) -> Sequence[Prompt]:
         return self._prompts[split]
 
-    def score(self, prompt: Prompt, completion: str) -> float:
-        """1.0 iff the extracted model answer is equivalent to the gold answer; never raises."""
+    def _score(self, prompt: Prompt, completion: str) -> float:
+        """1.0 iff the extracted model answer is equivalent to the gold answer (runs in a worker)."""
 
-        def _score() -> float:
+        def _check() -> float:
             pred = extract_model_answer(completion, self.kind)
             if pred is None or not pred or len(pred) > self.max_answer_chars:
                 return 0.0
             return float(math_equal(str(prompt.meta["gold"]), pred, self.timeout_s))
 
-        return safe_reward(_score)
+        return safe_reward(_check)
 
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
