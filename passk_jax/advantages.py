@@ -5,7 +5,7 @@ per-sample advantages ``[..., G]`` (float32, or float64 for float64 input); lead
 optional bool ``mask`` marks valid samples: invalid ones get 0 and do not count in n. ``k`` may be a
 Python int (validated eagerly) or a traced integer scalar (no recompilation when it changes).
 
-Conventions chosen here (``spec/passk_training.md``):
+Conventions chosen here (Chen et al. 2025, arXiv 2508.10751):
 
 * **GRPO uses the population std** (ddof = 0): ``(r - mean) / std``. This is Chen et al.'s Eq. 1-3
   and makes the analytical Pass@k advantage at k = 1 *exactly* GRPO. Groups with zero std get 0
@@ -14,9 +14,14 @@ Conventions chosen here (``spec/passk_training.md``):
 * **Pass@k advantages (analytical)** are the response-level Eqs. 14-15, zero-sum per prompt, computed
   ε-free from ``1 - R = C(n-c, k)/C(n, k)`` as ``A_pos = sqrt((1-R)/R)``, ``A_neg = -(c/(n-c)) A_pos``;
   saturated groups (c = 0, c = n, n - c < k) get exactly 0.
-* **Binary inputs** (Pass@k Training variants) must be exactly 0/1. Concrete arrays with other values
-  raise ``ValueError``; under ``jit`` the check cannot raise, so a group holding a non-binary valid
-  reward gets NaN advantages (caught by the RL loop's non-finite check) instead of a silent pass-through.
+* **Binary inputs** (Pass@k Training variants) must be exactly 0/1. Concrete arrays with other finite
+  values raise ``ValueError``; under ``jit`` the check cannot raise, so a group holding a non-binary
+  valid reward gets NaN advantages (caught by the RL loop's non-finite check) instead of a silent
+  pass-through.
+* **Every other edge case** (k type and range, static or traced; NaN / inf rewards; masks; too few
+  valid samples; integer range; dtypes) follows the one table in :mod:`passk_jax.validation`, for
+  every method alike. Methods that take no k (``grpo``, ``rloo``, ``tang``) validate and apply a k
+  passed to them through the registry like every other method.
 
 Registry: ``ADVANTAGES[name](rewards, *, k, mask, key)``; configs store the name. PKPO's transforms
 (``pkpo_s``, ``pkpo_sloo``, ``pkpo_sloo_minus_one``) are registered here too, so a trainer needs one
@@ -34,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from passk_jax import estimators as E
+from passk_jax import validation as V
 
 Array = jax.Array
 
@@ -62,8 +68,7 @@ def _valid_count(mask: Array | None, rewards: Array) -> Array:
     return jnp.sum(mask, axis=-1, keepdims=True).astype(rewards.dtype)
 
 
-def _static_n(rewards: Any) -> int | None:
-    return jnp.shape(rewards)[-1] if jnp.ndim(rewards) else None
+_static_n = V.static_n
 
 
 def _require_n(rewards: Any, at_least: int, what: str) -> None:
@@ -74,7 +79,7 @@ def _require_n(rewards: Any, at_least: int, what: str) -> None:
 
 def _check_binary(rewards: Array, mask: Array | None, name: str) -> Array:
     """Returns a ``[..., 1]`` bool "group is binary"; raises eagerly on concrete non-binary input."""
-    is01 = (rewards == 0) | (rewards == 1)
+    is01 = (rewards == 0) | (rewards == 1)  # non-finite values were zeroed by prepare_rewards
     if mask is not None:
         is01 = is01 | ~mask
     ok = jnp.all(is01, axis=-1, keepdims=True)
@@ -105,7 +110,12 @@ def _finish(adv: Array, mask: Array | None) -> Array:
 
 def _zscore(x: Array, mask: Array | None) -> Array:
     mean, std, _ = _masked_mean_std(x, mask)
-    zero = std == 0  # NaN std (a NaN reward) is not zero: the NaN propagates to its group
+    # Constant groups, detected exactly: the mean's round-off can leave a tiny non-zero std there,
+    # which would blow (x - mean) up into large advantages.
+    valid = jnp.ones(x.shape, bool) if mask is None else mask
+    hi = jnp.max(jnp.where(valid, x, -jnp.inf), axis=-1, keepdims=True)
+    lo = jnp.min(jnp.where(valid, x, jnp.inf), axis=-1, keepdims=True)
+    zero = (hi <= lo) | (std == 0)
     safe = jnp.where(zero, 1, std)
     return _finish(jnp.where(zero, 0, (x - mean) / safe), mask)
 
@@ -127,8 +137,8 @@ def grpo_advantages(rewards: Any, mask: Any = None) -> Array:
       >>> grpo_advantages(jnp.array([1., 0., 0., 1.]))
       Array([ 1., -1., -1.,  1.], dtype=float32)
     """
-    rewards, mask = E._prepare(rewards, mask)
-    return _zscore(rewards, mask)
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    return V.finish_weights(_zscore(rewards, mask), mask, bad)
 
 
 def rloo_advantages(rewards: Any, mask: Any = None) -> Array:
@@ -141,11 +151,11 @@ def rloo_advantages(rewards: Any, mask: Any = None) -> Array:
       ``[..., G]`` advantages; 0 for groups with fewer than 2 valid samples.
     """
     _require_n(rewards, 2, "rloo_advantages")
-    rewards, mask = E._prepare(rewards, mask)
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
     n = _valid_count(mask, rewards)
     total = jnp.sum(rewards, axis=-1, keepdims=True)
     adv = rewards - (total - rewards) / jnp.maximum(n - 1, 1)
-    return _finish(jnp.where(n >= 2, adv, 0), mask)
+    return V.finish_weights(jnp.where(n >= 2, adv, 0), mask, bad)
 
 
 def tang_advantages(rewards: Any, mask: Any = None) -> Array:
@@ -161,14 +171,14 @@ def tang_advantages(rewards: Any, mask: Any = None) -> Array:
       ``[..., G]`` advantages.
     """
     _require_n(rewards, 2, "tang_advantages")
-    rewards, mask = E._prepare(rewards, mask)
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
     neg = jnp.asarray(-jnp.inf, rewards.dtype)
     x = rewards if mask is None else jnp.where(mask, rewards, neg)
     top2, idx = lax.top_k(x, 2)
     gap = top2[..., 0:1] - top2[..., 1:2]
     gap = jnp.where(jnp.isfinite(gap), gap, 0)  # fewer than 2 valid samples
     is_top = jnp.arange(x.shape[-1]) == idx[..., 0:1]
-    return _finish(jnp.where(is_top, gap, 0), mask)
+    return V.finish_weights(jnp.where(is_top, gap, 0), mask, bad)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -192,7 +202,9 @@ def passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
     ``A_pos = sqrt((1-R)/R)`` and ``A_neg = -(c/(n-c)) A_pos`` (zero-sum per group).
 
     Args:
-      rewards: ``[..., G]`` binary (0/1) rewards. k: Python int or traced scalar, 1 <= k <= n.
+      rewards: ``[..., G]`` binary (0/1) rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages.
       mask: optional bool ``[..., G]``.
 
     Returns:
@@ -203,9 +215,16 @@ def passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
       >>> passk_advantages(jnp.array([1, 0, 0, 0, 0, 0, 0, 0]), 4)  # R = 0.5
       Array([ 1.        , -0.14285715, ...], dtype=float32)
     """
-    E._check_k(k, _static_n(rewards))
-    rewards, mask = E._prepare(rewards, mask)
-    binary = _check_binary(rewards, mask, "passk_advantages")
+    V.check_k(k, _static_n(rewards))
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    g = rewards.shape[-1]
+    adv = _passk_core(rewards, mask, V.safe_k(k, g), "passk_advantages")
+    return V.finish_weights(adv, mask, bad, V.k_in_range(k, g))
+
+
+def _passk_core(rewards: Array, mask: Array | None, k: Any, name: str) -> Array:
+    """Analytical Pass@k advantages of prepared rewards, for a k already in [1, G]."""
+    binary = _check_binary(rewards, mask, name)
     n = _valid_count(mask, rewards)
     c = jnp.sum(rewards, axis=-1, keepdims=True)
     fail = _passk_stats(c, n, k, rewards.shape[-1])  # 1 - R
@@ -214,8 +233,7 @@ def passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
     a_neg = -c / jnp.maximum(n - c, 1) * a_pos
     adv = jnp.where(rewards == 1, a_pos, a_neg)
     adv = jnp.where(n >= jnp.asarray(k, n.dtype), adv, 0)
-    adv = jnp.where(binary, adv, jnp.nan)
-    return _finish(adv, mask)
+    return _finish(jnp.where(binary, adv, jnp.nan), mask)
 
 
 def _valid_rank(mask: Array | None, shape: tuple[int, ...]) -> Array:
@@ -233,16 +251,18 @@ def full_sampling_passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Ar
     every member inherits its group's advantage. The ``n mod k`` leftover samples get 0.
 
     Args:
-      rewards: ``[..., G]`` rewards. k: Python int or traced scalar, 1 <= k <= n. mask: optional bool.
+      rewards: ``[..., G]`` rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages. mask: optional bool.
 
     Returns:
       ``[..., G]`` advantages.
     """
-    E._check_k(k, _static_n(rewards))
-    rewards, mask = E._prepare(rewards, mask)
+    V.check_k(k, _static_n(rewards))
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
     g = rewards.shape[-1]
     n = _valid_count(mask, rewards)
-    kk = jnp.asarray(k, jnp.int32)
+    kk = jnp.asarray(V.safe_k(k, g), jnp.int32)
     num_groups = n.astype(jnp.int32) // kk  # [..., 1]
     group = _valid_rank(mask, rewards.shape) // kk  # [..., G]
     member = group < num_groups
@@ -256,7 +276,7 @@ def full_sampling_passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Ar
     group_reward = jnp.where(group_valid, group_reward, 0)
     group_adv = _zscore(group_reward, group_valid)
     adv = jnp.take_along_axis(group_adv, jnp.clip(group, 0, g - 1), axis=-1)
-    return jnp.where(member, adv, 0)
+    return V.finish_weights(jnp.where(member, adv, 0), mask, bad, V.k_in_range(k, g))
 
 
 def bootstrap_passk_advantages(
@@ -270,19 +290,22 @@ def bootstrap_passk_advantages(
     none). Its expectation is about ``num_groups * k / n`` times :func:`passk_advantages`.
 
     Args:
-      rewards: ``[..., G]`` rewards. k: Python int or traced scalar, 1 <= k <= n.
+      rewards: ``[..., G]`` rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages.
       key: PRNG key. num_groups: static number of groups per prompt (default n = G).
       mask: optional bool ``[..., G]``.
 
     Returns:
       ``[..., G]`` advantages.
     """
-    E._check_k(k, _static_n(rewards))
-    rewards, mask = E._prepare(rewards, mask)
+    V.check_k(k, _static_n(rewards))
+    if num_groups is not None and (not V.is_static_k(num_groups) or int(num_groups) < 1):
+        raise ValueError(f"`num_groups` must be an integer >= 1, got {num_groups!r}.")
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
     g = rewards.shape[-1]
     m = g if num_groups is None else int(num_groups)
-    if m < 1:
-        raise ValueError(f"`num_groups` must be >= 1, got {num_groups}.")
+    kk = V.safe_k(k, g)
     shape = rewards.shape[:-1] + (m, g)
     u = jax.random.uniform(key, shape, rewards.dtype)
     if mask is not None:
@@ -290,17 +313,17 @@ def bootstrap_passk_advantages(
     # rank of each sample's key within its group draw; members = the k smallest keys (uniform k-subset)
     order = jnp.argsort(u, axis=-1)
     ranks = jnp.argsort(order, axis=-1)
-    member = ranks < jnp.asarray(k, ranks.dtype)
+    member = ranks < jnp.asarray(kk, ranks.dtype)
     if mask is not None:
         member = member & mask[..., None, :]
     neg = jnp.asarray(-jnp.inf, rewards.dtype)
     group_reward = jnp.max(jnp.where(member, rewards[..., None, :], neg), axis=-1)  # [..., m]
     n = _valid_count(mask, rewards)
-    ok = n >= jnp.asarray(k, n.dtype)  # [..., 1]
+    ok = n >= jnp.asarray(kk, n.dtype)  # [..., 1]
     group_reward = jnp.where(ok, group_reward, 0)
     group_adv = _zscore(group_reward, None)  # [..., m]
     adv = jnp.sum(jnp.where(member, group_adv[..., None], 0), axis=-2)
-    return _finish(jnp.where(ok, adv, 0), mask)
+    return V.finish_weights(jnp.where(ok, adv, 0), mask, bad, V.k_in_range(k, g))
 
 
 def combination_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
@@ -311,17 +334,23 @@ def combination_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
     Zero-sum per group.
 
     Args:
-      rewards: ``[..., G]`` binary rewards. k: Python int or traced scalar. mask: optional bool.
+      rewards: ``[..., G]`` binary rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages. mask: optional bool.
 
     Returns:
-      ``[..., G]`` advantages.
+      ``[..., G]`` advantages; 0 for groups with fewer than k valid samples (like every pass@k
+      method, although the Pass@1 part alone would be defined there).
     """
-    a_k = passk_advantages(rewards, k, mask)
-    rewards, mask = E._prepare(rewards, mask)
+    V.check_k(k, _static_n(rewards))
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    g = rewards.shape[-1]
+    a_k = _passk_core(rewards, mask, V.safe_k(k, g), "combination_advantages")
     a_1 = _zscore(rewards, mask)
     n = _valid_count(mask, rewards)
     p = jnp.sum(rewards, axis=-1, keepdims=True) / jnp.maximum(n, 1)
-    return _finish(p * a_k + (1 - p) * a_1, mask)
+    adv = jnp.where(n >= jnp.asarray(V.safe_k(k, g), n.dtype), p * a_k + (1 - p) * a_1, 0)
+    return V.finish_weights(adv, mask, bad, V.k_in_range(k, g))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -338,10 +367,27 @@ def _pkpo(estimator: str) -> Callable[..., Array]:
     return fn
 
 
+def _k_free(method: Callable[..., Array]) -> Callable[..., Array]:
+    """Registry entry for a method without k: a k given to it is validated and applied as for all."""
+
+    def fn(rewards, *, k=None, mask=None, key=None):
+        del key
+        if k is None:
+            return method(rewards, mask)
+        V.check_k(k, V.static_n(rewards))
+        out = method(rewards, mask)
+        k_ok = V.k_in_range(k, out.shape[-1])
+        return out if k_ok is True else jnp.where(k_ok, out, 0)
+
+    fn.__name__ = method.__name__
+    fn.__doc__ = method.__doc__
+    return fn
+
+
 ADVANTAGES: dict[str, Callable[..., Array]] = {
-    "grpo": lambda rewards, *, k=None, mask=None, key=None: grpo_advantages(rewards, mask),
-    "rloo": lambda rewards, *, k=None, mask=None, key=None: rloo_advantages(rewards, mask),
-    "tang": lambda rewards, *, k=None, mask=None, key=None: tang_advantages(rewards, mask),
+    "grpo": _k_free(grpo_advantages),
+    "rloo": _k_free(rloo_advantages),
+    "tang": _k_free(tang_advantages),
     "passk": lambda rewards, *, k, mask=None, key=None: passk_advantages(rewards, k, mask),
     "passk_bootstrap": lambda rewards, *, k, mask=None, key: bootstrap_passk_advantages(
         rewards, k, key, mask=mask

@@ -8,7 +8,7 @@ may be ragged; invalid positions get 0 and do not count in n.
 ``k`` may be a Python int or a traced integer scalar: the same compiled function serves every k, so
 annealing k never recompiles. Python-int arguments are validated eagerly (``ValueError``).
 
-Math (Walder & Karkhanis 2025, "PKPO"; digest in ``spec/pkpo.md``). Sort one group ascending,
+Math (Walder & Karkhanis 2025, "PKPO", arXiv 2505.15201). Sort one group ascending,
 ``h_1 <= ... <= h_n``, and write ranks ``i = 1..n``. With ``D_i = C(i-1, k-1) / C(n, k)``:
 
 * ``maxg@k = sum_i D_i h_i`` (Eq. 12), pass@k when the rewards are 0/1;
@@ -25,12 +25,11 @@ differences, so they neither overflow nor underflow where the true value is repr
 k = 2048 is fine in float32). Cost per group: one sort (keys with their indices), O(n) weights, two
 cumulative sums and one scatter back: O(n log n).
 
-NaN rewards: a NaN in a *valid* position makes every output of that group NaN (it enters the sums);
-other groups are unaffected. Values at masked (invalid) positions are ignored, NaN included.
-
-Groups with too few valid samples (fewer than k, or fewer than 2 where a leave-one-out baseline is
-needed): the estimates ``maxg_at_k`` / ``pass_at_k`` are NaN (undefined), and the reward transforms are 0
-for the whole group (the group contributes no gradient).
+Edge cases follow the one table in :mod:`passk_jax.validation`, shared with every advantage: a NaN or
+inf reward in a *valid* position makes that group's outputs NaN (other groups are unaffected); values
+at masked positions are ignored; groups with too few valid samples (fewer than k, or fewer than 2
+where a leave-one-out baseline is needed) get NaN estimates and zero weights; a traced k outside
+[1, n] gives NaN estimates and zero weights everywhere; a static k must be an integer in [1, n].
 """
 
 from __future__ import annotations
@@ -39,8 +38,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
+
+from passk_jax import validation as V
 
 Array = jax.Array
 
@@ -50,50 +50,11 @@ __all__ = ["ESTIMATORS", "maxg_at_k", "pass_at_k", "pkpo_rewards"]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Validation helpers (static checks only; traced values pass through).
+# Validation: one path for estimators and advantages (``passk_jax.validation``). These aliases keep
+# the older private names importable.
 
-
-def _is_static_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _check_k(k: Any, n_static: int | None, *, name: str = "k") -> None:
-    if _is_static_int(k):
-        if k < 1:
-            raise ValueError(f"`{name}` must be >= 1, got {k}.")
-        if n_static is not None and k > n_static:
-            raise ValueError(
-                f"`{name}` = {k} exceeds the number of samples per group n = {n_static} (last axis); "
-                "an unbiased estimate needs n >= k."
-            )
-    elif isinstance(k, float):
-        raise ValueError(f"`{name}` must be an integer, got float {k}.")
-
-
-def _float_dtype(x: Array) -> jnp.dtype:
-    return jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-
-
-def _prepare(rewards: Any, mask: Any) -> tuple[Array, Array | None]:
-    """Casts rewards to float, checks the mask and zeroes invalid positions."""
-    rewards = jnp.asarray(rewards)
-    if rewards.ndim < 1:
-        raise ValueError(
-            f"`rewards` must have a samples axis (shape [..., n]); got shape {rewards.shape}."
-        )
-    rewards = rewards.astype(_float_dtype(rewards))
-    if mask is None:
-        return rewards, None
-    mask = jnp.asarray(mask)
-    try:
-        mask = jnp.broadcast_to(mask, rewards.shape)
-    except ValueError:
-        raise ValueError(
-            f"`mask` shape {mask.shape} does not match (or broadcast to) `rewards` shape "
-            f"{rewards.shape}."
-        ) from None
-    mask = mask.astype(bool)
-    return jnp.where(mask, rewards, 0), mask
+_is_static_int = V.is_static_k
+_check_k = V.check_k
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -181,31 +142,44 @@ def _loo_maxg(h: Array, rank: Array, n: Array, m: Array) -> Array:
 # Public estimators.
 
 
+def _counts(x: Any, what: str) -> Array:
+    """A count as a float array (host integers converted exactly), NaN where it is not an integer."""
+    values, inexact = V._as_float_array(x, what)
+    ok = jnp.isfinite(values) & (values == jnp.floor(values))
+    if inexact is not None:
+        ok = ok & ~inexact
+    return jnp.where(ok, values, jnp.nan)
+
+
 def pass_at_k(num_correct: Any, num_samples: Any, k: Any) -> Array:
     """Unbiased pass@k estimate ``1 - C(n-c, k) / C(n, k)`` (Chen et al. 2021; PKPO Eq. 3).
 
     Computed as ``1 - prod_{t<k} (n-c-t)/(n-t)``, a product of ratios in [0, 1] (no large binomials).
 
     Args:
-      num_correct: number of correct samples c, any integer array (broadcasts).
+      num_correct: number of correct samples c, any integer-valued array (broadcasts).
       num_samples: number of samples n (broadcasts with ``num_correct``).
-      k: Python int or integer array (may be traced) with 1 <= k <= n.
+      k: Python / NumPy int, or an integer JAX scalar (may be traced), with 1 <= k <= n.
 
     Returns:
-      Float array of the broadcast shape: the estimate; NaN where k > n or k < 1 (undefined).
+      Float array of the broadcast shape (float64 only for float64 / x64 input, else float32): the
+      estimate; NaN where k > n or k < 1 (traced k), where c or n is not a finite integer, and where
+      c < 0 or c > n (undefined).
+
+    Raises:
+      ValueError: a static k outside [1, n] (n checked when it is a Python / NumPy int), a k that is
+        not an integer (bool, float, str), integer counts beyond exact float range.
 
     Example:
       >>> float(pass_at_k(2, 8, 4))  # 1 - C(6,4)/C(8,4) = 1 - 15/70
       0.7857142...
     """
-    if _is_static_int(k):
-        _check_k(k, None)
-    c = jnp.asarray(num_correct)
-    n = jnp.asarray(num_samples)
-    dtype = jnp.float64 if jnp.float64 in (c.dtype, n.dtype) else jnp.float32
-    c = c.astype(dtype)
-    n = n.astype(dtype)
-    kk = jnp.asarray(k, dtype)
+    V.check_k(k, int(num_samples) if V.is_static_k(num_samples) else None)
+    c = _counts(num_correct, "num_correct")
+    n = _counts(num_samples, "num_samples")
+    dtype = jnp.promote_types(c.dtype, n.dtype)
+    c, n = c.astype(dtype), n.astype(dtype)
+    kk = jnp.asarray(k).astype(dtype)
     shape = jnp.broadcast_shapes(c.shape, n.shape, kk.shape)
     c, n, kk = (jnp.broadcast_to(x, shape) for x in (c, n, kk))
 
@@ -214,12 +188,17 @@ def pass_at_k(num_correct: Any, num_samples: Any, k: Any) -> Array:
         factor = jnp.clip((n - c - t) / jnp.maximum(n - t, 1), 0, 1)
         return jnp.where(t < kk, prod * factor, prod)
 
-    if _is_static_int(k):
+    if V.is_static_k(k):
         bound = int(k)
+    elif kk.size:
+        # never loop past n: the estimate is NaN for k > n anyway (a huge traced k stays cheap)
+        top_n = jnp.max(jnp.where(jnp.isfinite(n), n, 0))
+        bound = jnp.clip(jnp.minimum(jnp.max(kk), top_n), 0, None).astype(jnp.int32)
     else:
-        bound = jnp.max(kk).astype(jnp.int32) if kk.size else 0
+        bound = 0
     fail = lax.fori_loop(0, bound, body, jnp.ones(shape, dtype))
-    return jnp.where((kk >= 1) & (kk <= n), 1 - fail, jnp.nan)
+    ok = (kk >= 1) & (kk <= n) & (c >= 0) & (c <= n)  # NaN counts fail every comparison
+    return jnp.where(ok, 1 - fail, jnp.nan)
 
 
 def maxg_at_k(rewards: Any, k: Any, mask: Any = None) -> Array:
@@ -230,25 +209,28 @@ def maxg_at_k(rewards: Any, k: Any, mask: Any = None) -> Array:
 
     Args:
       rewards: ``[..., G]`` rewards (int, bool or float); last axis = one prompt's samples.
-      k: Python int or traced integer scalar, 1 <= k <= n.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced).
       mask: optional bool ``[..., G]``; False entries are ignored (ragged groups).
 
     Returns:
-      ``[...]`` estimates (float32, or float64 for float64 input); NaN for groups with fewer than k valid
-      samples.
+      ``[...]`` estimates (float32; float64 for float64 input with x64 on). NaN for groups with
+      fewer than k valid samples, for groups holding a NaN / inf valid reward, and for every group
+      when a traced k lies outside [1, n] (``passk_jax.validation``'s table).
 
     Example:
       >>> float(maxg_at_k(jnp.array([0.1, 0.5, 0.2, 0.9, 0.3]), 2))
       0.59...
     """
-    g_static = jnp.shape(rewards)[-1] if jnp.ndim(rewards) else None
-    _check_k(k, g_static)
-    rewards, mask = _prepare(rewards, mask)
+    g_static = V.static_n(rewards)
+    V.check_k(k, g_static)
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    k_ok = V.k_in_range(k, rewards.shape[-1])
+    kk = V.safe_k(k, rewards.shape[-1])
     h, _, rank, n = _sort_group(rewards, mask)
-    d = _rank_weights(rank, n, k)
+    d = _rank_weights(rank, n, kk)
     rho = jnp.sum(d * h, axis=-1)
-    k_f = jnp.asarray(k, h.dtype)
-    return jnp.where((n[..., 0] >= k_f) & (k_f >= 1), rho, jnp.nan)
+    k_f = jnp.asarray(kk, h.dtype)
+    return V.finish_estimates(jnp.where(n[..., 0] >= k_f, rho, jnp.nan), bad, k_ok)
 
 
 def pkpo_rewards(
@@ -257,7 +239,7 @@ def pkpo_rewards(
     """PKPO effective rewards: per-sample weights whose REINFORCE gradient is unbiased for ∇maxg@k.
 
     ``sum_i r_i ∇log p(x_i)`` with ``r = pkpo_rewards(g, k, ...)`` is an unbiased estimate of
-    ``∇ maxg@k`` (of ``∇ pass@k`` for 0/1 rewards). Estimators (``spec/pkpo.md`` section 2):
+    ``∇ maxg@k`` (of ``∇ pass@k`` for 0/1 rewards). Estimators (PKPO section 4):
 
     * ``"s"``: ``s_i = (1/C(n,k)) sum_{|I|=k, i in I} max_I g`` (Eq. 19); no baseline.
     * ``"sloo"``: ``s_i - k/(n-1) * maxg@k(others)`` (Eq. 29); equals ``s`` at k = n; needs n >= 2.
@@ -267,13 +249,15 @@ def pkpo_rewards(
 
     Args:
       rewards: ``[..., G]`` rewards (int, bool or float); last axis = one prompt's n samples.
-      k: Python int or traced integer scalar, 1 <= k <= n.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced).
       estimator: one of ``"s"``, ``"sloo"``, ``"sloo_minus_one"``.
       mask: optional bool ``[..., G]``; invalid samples get 0 and do not count in n.
 
     Returns:
-      ``[..., G]`` effective rewards (float32, or float64 for float64 input). Groups with fewer than k
-      valid samples (or fewer than 2 for the leave-one-out estimators) get all zeros.
+      ``[..., G]`` effective rewards (float32; float64 for float64 input with x64 on). Groups with
+      fewer than k valid samples (or fewer than 2 for the leave-one-out estimators) get all zeros;
+      groups holding a NaN / inf valid reward get NaN at their valid positions; a traced k outside
+      [1, n] gives zeros everywhere (``passk_jax.validation``'s table).
 
     Example:
       >>> pkpo_rewards(jnp.array([0.1, 0.5, 0.2, 0.9, 0.3]), 2)
@@ -284,17 +268,18 @@ def pkpo_rewards(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
-    g_static = jnp.shape(rewards)[-1] if jnp.ndim(rewards) else None
-    _check_k(k, g_static)
+    g_static = V.static_n(rewards)
+    V.check_k(k, g_static)
     if estimator != "s" and g_static is not None and g_static < 2:
         raise ValueError(
             f"`rewards` has n = {g_static} samples per group; estimator {estimator!r} needs a "
             "leave-one-out baseline and so n >= 2."
         )
-    rewards, mask = _prepare(rewards, mask)
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    k_ok = V.k_in_range(k, rewards.shape[-1])
     h, perm, rank, n = _sort_group(rewards, mask)
     dt = h.dtype
-    kf = jnp.asarray(k, dt)
+    kf = jnp.asarray(V.safe_k(k, rewards.shape[-1]), dt)
 
     d = _rank_weights(rank, n, kf)
     o = jnp.where(rank > 1, d * (kf - 1) / jnp.maximum(rank - 1, 1), 0)
@@ -314,4 +299,4 @@ def pkpo_rewards(
         out = jnp.where(kf == 1, k1, loo)
         ok = (n >= kf) & (n >= 2)
     out = jnp.where(ok & (rank >= 1), out, 0)
-    return _scatter_back(out, perm)
+    return V.finish_weights(_scatter_back(out, perm), mask, bad, k_ok)
