@@ -30,6 +30,7 @@ lookup for every per-sample weighting.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -48,13 +49,18 @@ __all__ = [
     "BINARY_ONLY",
     "NEEDS_KEY",
     "bootstrap_passk_advantages",
+    "centred_pkpo_advantages",
     "combination_advantages",
     "compute_advantages",
+    "expected_weight",
+    "advantage_mass",
+    "surrogate_objective",
     "full_sampling_passk_advantages",
     "grpo_advantages",
     "passk_advantages",
     "rloo_advantages",
     "tang_advantages",
+    "unnormalised_passk_advantages",
 ]
 
 
@@ -354,6 +360,65 @@ def combination_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Matched variants: each isolates one difference between PKPO and Chen et al.
+
+
+def centred_pkpo_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """PKPO ``sloo_minus_one`` minus its mean over the group's valid samples (zero-sum per group).
+
+    Chen et al.'s analytical advantage is this centred transform times a factor that depends on the
+    group's count of correct samples (``lambda(c)``, 6.3-42.7 over c at n = 16, k = 4); comparing the
+    two separates the weighting from that per-group step size. Any rewards (continuous too).
+
+    Args:
+      rewards: ``[..., G]`` rewards. k: as for :func:`passk_jax.estimators.pkpo_rewards`.
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages (edge cases as in :mod:`passk_jax.validation`).
+    """
+    w = E.pkpo_rewards(rewards, k, "sloo_minus_one", mask)
+    valid = (
+        jnp.ones(w.shape, bool)
+        if mask is None
+        else jnp.broadcast_to(jnp.asarray(mask, bool), w.shape)
+    )
+    n = jnp.sum(valid, axis=-1, keepdims=True)
+    mean = jnp.sum(jnp.where(valid, w, 0), axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    return jnp.where(valid, w - mean, 0)
+
+
+def unnormalised_passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """Chen et al.'s analytical Pass@k advantages without the division by the group std ``sigma``.
+
+    ``A_pos = 1 - R``, ``A_neg = -(c / (n - c)) (1 - R)``: :func:`passk_advantages` times
+    ``sigma = sqrt(R (1 - R))``. Binary rewards; zero-sum per group.
+
+    Args:
+      rewards: ``[..., G]`` binary rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages.
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages; 0 for saturated groups and groups with fewer than k valid samples.
+    """
+    V.check_k(k, _static_n(rewards))
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    g = rewards.shape[-1]
+    kk = V.safe_k(k, g)
+    binary = _check_binary(rewards, mask, "unnormalised_passk_advantages")
+    n = _valid_count(mask, rewards)
+    c = jnp.sum(rewards, axis=-1, keepdims=True)
+    fail = _passk_stats(c, n, kk, g)  # 1 - R
+    a_pos = jnp.where((c > 0) & (n - c >= jnp.asarray(kk, n.dtype)), fail, 0)
+    adv = jnp.where(rewards == 1, a_pos, -c / jnp.maximum(n - c, 1) * a_pos)
+    adv = jnp.where(n >= jnp.asarray(kk, n.dtype), adv, 0)
+    adv = _finish(jnp.where(binary, adv, jnp.nan), mask)
+    return V.finish_weights(adv, mask, bad, V.k_in_range(k, g))
+
+
+# ----------------------------------------------------------------------------------------------------
 # Registry.
 
 
@@ -401,9 +466,15 @@ ADVANTAGES: dict[str, Callable[..., Array]] = {
     "pkpo_s": _pkpo("s"),
     "pkpo_sloo": _pkpo("sloo"),
     "pkpo_sloo_minus_one": _pkpo("sloo_minus_one"),
+    "pkpo_centred": lambda rewards, *, k, mask=None, key=None: centred_pkpo_advantages(
+        rewards, k, mask
+    ),
+    "passk_unnormalised": lambda rewards, *, k, mask=None, key=None: unnormalised_passk_advantages(
+        rewards, k, mask
+    ),
 }
 NEEDS_KEY = frozenset({"passk_bootstrap"})
-BINARY_ONLY = frozenset({"passk", "passk_combination"})
+BINARY_ONLY = frozenset({"passk", "passk_combination", "passk_unnormalised"})
 
 
 def compute_advantages(
@@ -425,3 +496,128 @@ def compute_advantages(
     if k is None and name not in ("grpo", "rloo", "tang"):
         raise ValueError(f"advantage {name!r} needs `k`.")
     return ADVANTAGES[name](rewards, k=k, mask=mask, key=key)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The weighting atlas: what each method's expected gradient is, on binary rewards.
+#
+# With n i.i.d. samples of success probability p and any weighting w(x) of the group x in {0,1}^n,
+# E[sum_i w_i grad log pi(x_i)] = m(p) grad p, because grad log pi(x_i) = (x_i - p) / (p (1 - p)) grad p
+# for the success event. Grouping by the count c of correct samples, with W+(c) (W-(c)) the expected
+# total weight on the correct (wrong) samples of a group with c correct ones:
+#     m(p) = sum_{c>=1} C(n,c) p^(c-1) (1-p)^(n-c) W+(c) - sum_{c<=n-1} C(n,c) p^c (1-p)^(n-c-1) W-(c),
+# exact at p = 0 and 1. The implied surrogate objective F (F' = m, F(0) = 0) integrates term by term:
+#     F(p) = sum_{c>=1} W+(c)/c I_p(c, n-c+1) - sum_{c<=n-1} W-(c)/(n-c) I_p(c+1, n-c),
+# with I the regularised incomplete beta function. For PKPO's unbiased transforms F is pass@k itself.
+
+ORDER_DEPENDENT = frozenset({"passk_full"})  # disjoint groups taken in sample order
+
+
+def _count_weights(
+    name: str, n: int, k: int, num_draws: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``W+(c)``, ``W-(c)`` and ``E[sum_i |w_i|]`` for c = 0..n (float64 arrays of length n + 1).
+
+    Permutation-equivariant deterministic methods: one group per count, exact. ``passk_full``
+    (order-dependent): every arrangement of the c correct samples, exact, for n <= 16; ``num_draws``
+    random arrangements per count above that. ``passk_bootstrap``: the average over ``num_draws``
+    independent draws of its random subsets per count (a Monte-Carlo estimate).
+    """
+    counts = np.arange(n + 1)
+    if name in ORDER_DEPENDENT:
+        if n <= 16:
+            bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        else:
+            rng = np.random.default_rng(seed)
+            rows = []
+            for c in counts:
+                base = (np.arange(n) < c).astype(np.int64)
+                rows.append(np.stack([rng.permutation(base) for _ in range(num_draws)]))
+            bits = np.concatenate(rows)
+        x = bits.astype(np.float32)
+    elif name in NEEDS_KEY:
+        x = np.repeat((np.arange(n)[None, :] < counts[:, None]).astype(np.float32), num_draws, 0)
+    else:
+        x = (np.arange(n)[None, :] < counts[:, None]).astype(np.float32)
+    key = jax.random.key(seed)
+    w = np.asarray(compute_advantages(name, x, k=k, key=key), np.float64)
+    c_of = x.sum(-1).astype(np.int64)
+    pos = np.bincount(c_of, (w * x).sum(-1), n + 1)
+    neg = np.bincount(c_of, (w * (1 - x)).sum(-1), n + 1)
+    mass = np.bincount(c_of, np.abs(w).sum(-1), n + 1)
+    rows = np.maximum(np.bincount(c_of, minlength=n + 1), 1)
+    return pos / rows, neg / rows, mass / rows
+
+
+def _binom_coef(n: int) -> np.ndarray:
+    return np.array([math.comb(n, c) for c in range(n + 1)], np.float64)
+
+
+def expected_weight(
+    name: str, p: Any, n: int, k: int | None = None, *, num_draws: int = 4096, seed: int = 0
+) -> np.ndarray:
+    """The expected per-prompt weight ``m(p)`` of a method's binary-reward policy gradient.
+
+    ``E[sum_i w_i grad log pi(x_i)] = m(p) grad p`` for a prompt solved with probability p, n samples
+    and the method's per-sample weights ``w`` (``ADVANTAGES[name]``); computed by summing over the
+    binomial count of correct samples (see the comment above). For PKPO's unbiased transforms
+    ``m(p) = k (1 - p)^(k - 1)``, the derivative of pass@k. Exact for every deterministic method
+    (``passk_full`` by enumerating arrangements up to n = 16); ``passk_bootstrap`` averages
+    ``num_draws`` draws of its random subsets per count (Monte Carlo).
+
+    Args:
+      name: a key of ``ADVANTAGES``. p: success probabilities in [0, 1], any shape.
+      n: samples per group. k: the method's k (ignored by k-free methods).
+      num_draws: random draws per count where the method is random (or order-dependent, n > 16).
+      seed: seed for those draws.
+
+    Returns:
+      float64 array of p's shape.
+    """
+    p = np.asarray(p, np.float64)
+    if np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):
+        raise ValueError("`p` must hold probabilities in [0, 1].")
+    pos, neg, _ = _count_weights(name, n, k, num_draws, seed)
+    coef = _binom_coef(n)
+    out = np.zeros_like(p)
+    for c in range(n + 1):
+        if c >= 1:
+            out += coef[c] * np.power(p, c - 1) * np.power(1 - p, n - c) * pos[c]
+        if c <= n - 1:
+            out -= coef[c] * np.power(p, c) * np.power(1 - p, n - c - 1) * neg[c]
+    return out
+
+
+def surrogate_objective(
+    name: str, p: Any, n: int, k: int | None = None, *, num_draws: int = 4096, seed: int = 0
+) -> np.ndarray:
+    """The objective ``F(p)`` a method ascends on one prompt: ``F' = m`` (:func:`expected_weight`), F(0) = 0.
+
+    Exact (a finite sum of incomplete beta functions). For PKPO's unbiased transforms it is pass@k,
+    ``1 - (1 - p)^k``; GRPO's and Chen et al.'s normalised advantages ascend other functions of p.
+
+    Returns:
+      float64 array of p's shape.
+    """
+    from scipy.special import betainc  # scipy: only this analysis helper needs it
+
+    p = np.asarray(p, np.float64)
+    pos, neg, _ = _count_weights(name, n, k, num_draws, seed)
+    out = np.zeros_like(p)
+    for c in range(n + 1):
+        if c >= 1:
+            out += pos[c] / c * betainc(c, n - c + 1, p)
+        if c <= n - 1:
+            out -= neg[c] / (n - c) * betainc(c + 1, n - c, p)
+    return out
+
+
+def advantage_mass(
+    name: str, n: int, k: int | None = None, *, num_draws: int = 4096, seed: int = 0
+) -> np.ndarray:
+    """Chen et al.'s ``eta``: the expected sum of absolute advantages of a group, per count c = 0..n.
+
+    Returns:
+      float64 array ``[n + 1]``.
+    """
+    return _count_weights(name, n, k, num_draws, seed)[2]
