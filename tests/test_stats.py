@@ -1,0 +1,89 @@
+"""Paired intervals, equivalence and bootstrap: against SciPy, and by coverage simulation."""
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from passk_jax import stats as S
+
+
+def test_paired_difference_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.6, 0.05, 8)
+    b = a - rng.normal(0.02, 0.03, 8)
+    r = S.paired_difference(a, b)
+    ref = st.ttest_rel(a, b)
+    np.testing.assert_allclose(r.t, ref.statistic, rtol=1e-10)
+    np.testing.assert_allclose(r.p_value, ref.pvalue, rtol=1e-10)
+    ci = ref.confidence_interval(0.95)
+    np.testing.assert_allclose([r.lo, r.hi], [ci.low, ci.high], rtol=1e-10)
+    assert r.n == 8 and r.level == 0.95
+
+
+def test_pairing_matters():
+    # A shared per-seed effect (same warm start / data order) cancels in the paired difference.
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 0.1, 8)
+    a = 0.5 + seed_effect + 0.03 + rng.normal(0, 0.005, 8)
+    b = 0.5 + seed_effect + rng.normal(0, 0.005, 8)
+    assert S.superiority(a, b).verdict == "holds"
+    unpaired = st.ttest_ind(a, b)
+    assert unpaired.pvalue > 0.05  # an unpaired test would not see it
+
+
+def test_coverage_of_the_interval():
+    rng = np.random.default_rng(2)
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        d = rng.normal(0.3, 1.0, 5)
+        r = S.paired_difference(d, np.zeros(5))
+        hits += r.lo <= 0.3 <= r.hi
+    assert abs(hits / trials - 0.95) < 0.015, hits / trials
+
+
+def test_superiority_verdicts():
+    base = np.array([0.50, 0.52, 0.48, 0.51, 0.49, 0.50, 0.53, 0.47])
+    noise = np.array([0.004, -0.003, 0.002, -0.001, 0.003, -0.004, 0.001, -0.002])
+    assert S.superiority(base + 0.05 + noise, base).verdict == "holds"
+    assert S.superiority(base - 0.05 + noise, base).verdict == "does not hold"
+    assert S.superiority(base + noise, base).verdict == "inconclusive"
+    assert S.superiority(base - 0.05 + noise, base, higher_is_better=False).verdict == "holds"
+
+
+def test_equivalence_verdicts():
+    base = np.linspace(0.4, 0.6, 10)
+    small = np.array([0.002, -0.001, 0.001, -0.002, 0.0, 0.001, -0.001, 0.002, -0.002, 0.0])
+    assert S.equivalence(base + small, base, margin=0.02).verdict == "holds"
+    assert S.equivalence(base + 0.1 + small, base, margin=0.02).verdict == "does not hold"
+    wide = np.array([0.05, -0.04, 0.03, -0.05, 0.04, -0.03, 0.05, -0.04, 0.02, -0.03])
+    assert S.equivalence(base + wide, base, margin=0.02).verdict == "inconclusive"
+    # A 5.8-point-wide test that "found no difference" is not equivalence within 2 points.
+    assert S.equivalence(base + wide, base, margin=0.02).verdict != "holds"
+
+
+def test_bootstrap_paired():
+    rng = np.random.default_rng(3)
+    a = rng.random(400)
+    b = a - 0.05 + rng.normal(0, 0.02, 400)
+    r = S.bootstrap_paired(a, b, num_resamples=4000)
+    assert r.lo < 0.05 < r.hi and r.lo > 0.04 and r.hi < 0.06
+    t = S.paired_difference(a, b)
+    np.testing.assert_allclose([r.lo, r.hi], [t.lo, t.hi], atol=0.001)  # large m: bootstrap ~ t
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="equal length"):
+        S.paired_difference([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="finite"):
+        S.paired_difference([1, np.nan], [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        S.paired_difference([1], [2])
+    with pytest.raises(ValueError, match="margin"):
+        S.equivalence([1, 2], [1, 2], margin=0)
+
+
+def test_degenerate_and_formatting():
+    r = S.paired_difference([0.5, 0.6], [0.4, 0.5])  # identical differences
+    assert r.lo == r.hi == pytest.approx(0.1) and r.p_value == 0.0
+    assert S.paired_difference([0.5, 0.6], [0.4, 0.5]).interval(1, 100) == "+10.0 [+10.0, +10.0]"
