@@ -7,15 +7,24 @@ The model's parameter tree is the released Gemma-2 Flax layout (see ``passk_jax.
 * ``load_hf_gemma2`` reads a local ``transformers`` directory (``config.json`` plus one or many
   ``*.safetensors`` files, sharded index included) without torch and reshapes each HF linear weight
   into the Flax einsum layout;
-* ``save_params`` / ``restore_params`` write and read any parameter tree with orbax.
+* ``save_params`` / ``restore_params`` write and read any parameter tree with orbax;
+* ``RunCheckpointer`` holds an RL run's checkpoints (asynchronous orbax saves of the TrainState and
+  a JSON ``meta``) with an integrity record written at save time, and the resume logic: restore the
+  newest checkpoint that verifies, skipping (and moving aside) corrupt ones with a warning;
+* ``WorkdirLock`` keeps a second live process out of a run's directory.
 
 Nothing is downloaded: every path is local.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import socket
+import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,12 +36,17 @@ import orbax.checkpoint as ocp
 from passk_jax.models.gemma2 import Gemma2Config, Params, init_params
 
 __all__ = [
+    "CheckpointCorrupt",
+    "RunCheckpointer",
+    "WorkdirLock",
+    "WorkdirLocked",
     "config_from_hf",
     "flax_params_from_hf_state_dict",
     "load_flax_gemma2",
     "load_hf_gemma2",
     "restore_params",
     "save_params",
+    "tree_checksums",
 ]
 
 _HF_NORMS = {
@@ -326,3 +340,385 @@ def restore_params(path: str, target: Any = None) -> Any:
         target,
     )
     return ckptr.restore(path, abstract)
+
+
+# ----------------------------------------------------------------------------------------------------
+# RL run checkpoints with integrity records.
+
+INTEGRITY_VERSION = 1
+
+
+class CheckpointCorrupt(Exception):
+    """A checkpoint that cannot be restored or does not match its integrity record."""
+
+
+def _leaf_words(x: jax.Array) -> jax.Array:
+    """The bits of ``x`` as a flat uint32 vector (1- and 2-byte types widened, 8-byte split)."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    size = jnp.dtype(x.dtype).itemsize
+    if size == 4:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif size == 2:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    elif size == 1:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
+    elif size == 8:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
+    else:
+        raise TypeError(f"cannot checksum dtype {x.dtype}")
+    return u.reshape(-1)
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    """Two position-dependent 32-bit sums of ``x``'s bits, ``uint32 [2]``.
+
+    ``h1 = sum_i u_i * (2 i + 1)`` and ``h2 = sum_i mix(u_i ^ i)`` modulo 2^32. Any change of one
+    element changes ``h1`` (its weight is odd, so no power-of-two difference vanishes), and a moved
+    or swapped pair changes both. Sums modulo 2^32 do not depend on reduction order, so a sharded
+    array gives the same checksum on any mesh, computed where the array lives.
+    """
+    u = _leaf_words(x)
+    i = jax.lax.iota(jnp.uint32, u.shape[0])
+    h1 = jnp.sum(u * (i * np.uint32(2) + np.uint32(1)), dtype=jnp.uint32)
+    v = (u ^ (i * np.uint32(0x9E3779B9))) * np.uint32(0x85EBCA6B)
+    v = v ^ (v >> np.uint32(13))
+    h2 = jnp.sum(v * np.uint32(0xC2B2AE35), dtype=jnp.uint32)
+    return jnp.stack([h1, h2])
+
+
+def tree_checksums(tree: Any) -> dict[str, list[int]]:
+    """``{leaf path: [h1, h2]}`` of every array leaf of ``tree``, computed on device (jit).
+
+    Works for sharded and multi-process global arrays (the checksums come back replicated).
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    paths = [jax.tree_util.keystr(p) for p, _ in leaves]
+    arrays = [v for _, v in leaves]
+    if not arrays:
+        return {}
+    out = jax.jit(lambda xs: jnp.stack([_leaf_checksum(x) for x in xs]))(arrays)
+    if isinstance(out, jax.Array) and not out.is_fully_addressable:
+        out = out.addressable_data(0)
+    host = np.asarray(out)
+    return {p: [int(a), int(b)] for p, (a, b) in zip(paths, host)}
+
+
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+class RunCheckpointer:
+    """An RL run's orbax checkpoints (``directory/<step>/{state,meta,integrity}``) and its resume logic.
+
+    ``save`` is asynchronous (orbax copies the arrays off the device, then writes in the background
+    and finalises the step directory by an atomic rename). Before the save starts, the checksums of
+    every array (:func:`tree_checksums`) and a SHA-256 of the metadata go into the ``integrity``
+    item of the same checkpoint. ``restore_latest`` walks the finalised steps from the newest down and
+    returns the first one that restores and matches its integrity record; each one it skips is
+    reported with a warning naming the step and the reason, and moved to ``quarantine`` (so that
+    the resumed run can save that step again). ``wait`` blocks until pending saves are on disk.
+    """
+
+    def __init__(self, directory: str, keep: int = 2, quarantine: str | None = None):
+        self.directory = os.path.abspath(directory)
+        self.quarantine = os.path.abspath(quarantine or self.directory + "_corrupt")
+        self._keep = keep
+        self._mngr = self._open()
+        self.skipped: list[tuple[int, str]] = []
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+        )
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+        """Starts an asynchronous save of ``state`` (any pytree of arrays) and ``meta`` (JSON)."""
+        meta = {**meta, "integrity_version": INTEGRITY_VERSION}
+        integrity = {
+            "version": INTEGRITY_VERSION,
+            "arrays": tree_checksums(state),
+            "meta_sha256": _meta_digest(meta),
+        }
+        self._mngr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave(meta),
+                integrity=ocp.args.JsonSave(integrity),
+            ),
+        )
+
+    def wait(self) -> None:
+        """Blocks until every started save is finalised on disk."""
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves, then releases orbax's resources."""
+        try:
+            self._mngr.wait_until_finished()
+        finally:
+            self._mngr.close()
+
+    def steps(self) -> list[int]:
+        """Finalised checkpoint steps (a ``*-tmp`` directory left by a crash is not one)."""
+        return sorted(self._mngr.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest finalised step (not verified; see ``restore_latest``)."""
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    # -- restoring ------------------------------------------------------------------------------
+
+    def restore(self, step: int, target: Any, shardings: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Restores ``step`` into ``target``'s structure (and ``shardings``) and verifies it.
+
+        Returns ``(state, meta)``; raises :class:`CheckpointCorrupt` with the reason otherwise.
+        """
+        if shardings is None:
+            shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), target)
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
+        )
+        step_dir = os.path.join(self.directory, str(step))
+        items = set(os.listdir(step_dir)) if os.path.isdir(step_dir) else set()
+        has_integrity = "integrity" in items
+        args = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
+        if has_integrity:
+            args["integrity"] = ocp.args.JsonRestore()
+        try:
+            out = self._mngr.restore(step, args=ocp.args.Composite(**args))
+        except Exception as e:  # noqa: BLE001 -- any failure to read means "not intact"
+            raise CheckpointCorrupt(f"restore failed: {type(e).__name__}: {_short(e)}") from e
+        state, meta = out["state"], out["meta"]
+        if not isinstance(meta, Mapping):
+            raise CheckpointCorrupt(f"metadata is not a JSON object: {type(meta).__name__}")
+        integrity = out["integrity"] if has_integrity else None
+        if integrity is None:
+            if meta.get("integrity_version") is not None:
+                raise CheckpointCorrupt("the integrity record is missing")
+            warnings.warn(
+                f"checkpoint {step} in {self.directory} predates integrity records: "
+                "restored without verification",
+                stacklevel=2,
+            )
+            return state, dict(meta)
+        if integrity.get("meta_sha256") != _meta_digest(meta):
+            raise CheckpointCorrupt("metadata does not match its checksum")
+        want = integrity.get("arrays", {})
+        got = tree_checksums(state)
+        if set(want) != set(got):
+            raise CheckpointCorrupt(
+                f"array set differs from the integrity record ({len(got)} vs {len(want)} leaves)"
+            )
+        bad = [p for p in sorted(got) if list(want[p]) != got[p]]
+        if bad:
+            more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise CheckpointCorrupt(f"checksum mismatch in {', '.join(bad[:3])}{more}")
+        return state, dict(meta)
+
+    def restore_latest(
+        self, target: Any, shardings: Any = None
+    ) -> tuple[int, Any, dict[str, Any]] | None:
+        """Restores the newest intact checkpoint: ``(step, state, meta)``, or None if there is none.
+
+        Corrupt checkpoints newer than the restored one are reported (``warnings.warn``: step and
+        reason), recorded in ``self.skipped`` and moved to ``self.quarantine``. Raises
+        ``RuntimeError`` if checkpoints exist but none is intact (nothing is moved then).
+        """
+        self.skipped = []
+        for step in reversed(self.steps()):
+            try:
+                state, meta = self.restore(step, target, shardings)
+            except CheckpointCorrupt as e:
+                self.skipped.append((step, str(e)))
+                continue
+            self._set_aside(self.skipped)
+            for bad, why in self.skipped:
+                warnings.warn(
+                    f"checkpoint step {bad} in {self.directory} is corrupt ({why}); skipped it "
+                    f"(moved to {self.quarantine}) and resumed from step {step}",
+                    stacklevel=2,
+                )
+            return step, state, meta
+        if self.skipped:
+            reasons = "; ".join(f"step {s}: {why}" for s, why in self.skipped)
+            raise RuntimeError(
+                f"no intact checkpoint in {self.directory} ({reasons}). Move the directory away "
+                "to start the run afresh."
+            )
+        return None
+
+    def _set_aside(self, skipped: list[tuple[int, str]]) -> None:
+        if not skipped:
+            return
+        _sync("passk_checkpoint_verdict")
+        if _is_main():
+            os.makedirs(self.quarantine, exist_ok=True)
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for step, why in skipped:
+                dst = os.path.join(self.quarantine, f"{step}-{stamp}")
+                shutil.move(os.path.join(self.directory, str(step)), dst)
+                with open(dst + ".reason.txt", "w") as f:
+                    f.write(why + "\n")
+        _sync("passk_checkpoint_set_aside")
+        self._mngr.close()
+        self._mngr = self._open()
+
+
+def _short(e: BaseException, n: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------------
+# One live process per workdir.
+
+
+class WorkdirLocked(RuntimeError):
+    """Another live process holds the workdir."""
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[0]
+
+
+def _alive(info: Mapping[str, Any]) -> bool | None:
+    """True / False for a lock holder on this host; None when it cannot be told (other host)."""
+    if info.get("host") != socket.gethostname():
+        return None
+    pid = int(info.get("pid", -1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if _proc_state(pid) == "Z":  # exited, not yet reaped
+        return False
+    started = info.get("proc_start")
+    now = _proc_start_time(pid)
+    if started is not None and now is not None and str(started) != now:
+        return False  # the PID was reused by another process
+    return True
+
+
+class WorkdirLock:
+    """``workdir/run.lock``: refuses a second live process on the same run directory.
+
+    The lock file holds the owner's host, PID and process start time. A lock whose owner is dead
+    (same host, no such PID, a zombie, or a PID now used by a process that started later) is stale:
+    it is replaced, with a warning. A live owner, or an owner on another host (whose liveness
+    cannot be checked from here), makes ``acquire`` raise :class:`WorkdirLocked` naming it.
+    Use as a context manager; only one process of a multi-process run should take it.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(os.path.abspath(workdir), "run.lock")
+        self._held = False
+
+    def _read(self) -> dict[str, Any]:
+        for _ in range(20):  # the owner may be between creating and writing the file
+            try:
+                with open(self.path) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                return {}
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                time.sleep(0.05)
+        return {"pid": -1, "host": socket.gethostname()}  # unreadable: treat as stale
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "proc_start": _proc_start_time(os.getpid()),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self._read()
+                if not other:
+                    continue  # released meanwhile
+                alive = _alive(other)
+                who = f"process {other.get('pid')} on {other.get('host')} (since {other.get('since')})"
+                if alive is None:
+                    raise WorkdirLocked(
+                        f"workdir {os.path.dirname(self.path)} is locked by {who}, which cannot be "
+                        f"checked from this host. If that run is gone, delete {self.path}."
+                    ) from None
+                if alive:
+                    raise WorkdirLocked(
+                        f"workdir {os.path.dirname(self.path)} is in use by live {who}; a second "
+                        "process would interleave steps with it. Stop it or use another --workdir."
+                    ) from None
+                warnings.warn(f"removing stale lock {self.path} of dead {who}", stacklevel=2)
+                # Rename first so that two processes replacing the same stale lock cannot both win.
+                stale = f"{self.path}.stale.{os.getpid()}"
+                try:
+                    os.rename(self.path, stale)
+                    os.remove(stale)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._held = True
+            return
+        raise WorkdirLocked(f"could not take the lock {self.path} (contended)")
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        try:
+            if int(self._read().get("pid", -1)) == os.getpid():
+                os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> WorkdirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -66,6 +66,8 @@ def rl_sections(
             "prompts_per_step": prompts_per_step,
             "num_samples": num_samples,
             "max_new_tokens": max_new_tokens,
+            # The one sampling specification: the sampler draws with it and the loss recomputes
+            # log-probs (and the entropy) of the same truncated distribution.
             "temperature": 1.0,
             "top_k": None,
             "top_p": None,
@@ -86,7 +88,6 @@ def rl_sections(
         "aggregation": "seq_mean_token_sum",
         "kl_coef": 0.0,
         "entropy_coef": float(opts.get("ent", 0.0)),
-        "temperature": 1.0,
         "num_microbatches": 1,
     }
     base_loss.update(loss)

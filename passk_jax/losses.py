@@ -33,6 +33,7 @@ __all__ = [
     "POLICY_LOSSES",
     "aggregate",
     "kl_penalty",
+    "logprobs_and_entropy",
     "normaliser",
     "policy_surrogate",
     "token_entropy",
@@ -40,27 +41,77 @@ __all__ = [
 ]
 
 
-def token_logprobs(logits_BTV: Array, targets_BT: Array, temperature: float = 1.0) -> Array:
-    """Log-probabilities of ``targets`` under ``softmax(logits / temperature)``, in float32.
+def _spec(temperature: float, top_k: int | None, top_p: float | None):
+    from passk_jax import sampler  # the sampling specification lives with the sampler
+
+    if not temperature > 0:
+        raise ValueError(f"the loss needs a sampling temperature > 0, got {temperature}.")
+    return sampler.Sampling(float(temperature), top_k, None if top_p is None else float(top_p))
+
+
+def token_logprobs(
+    logits_BTV: Array,
+    targets_BT: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Array:
+    """Log-probabilities of ``targets`` under the sampling distribution, in float32.
+
+    The distribution is the sampler's (``sampler.Sampling(temperature, top_k, top_p).log_probs``):
+    ``softmax(logits / temperature)`` restricted to the top-k / top-p support, so log-probs of the
+    sampler's own tokens recomputed here equal the sampler's (PPO ratio 1 on-policy). A target just
+    outside a recomputed cut-off (float round-off) is kept in the support instead of getting -inf.
 
     Args:
       logits_BTV: ``[B, T, V]`` logits (any float dtype).
       targets_BT: ``[B, T]`` int token ids.
       temperature: sampling temperature the tokens were drawn with (> 0).
+      top_k / top_p: the sampler's truncation (None: none).
 
     Returns:
       ``[B, T]`` float32 log-probs.
     """
-    logits = logits_BTV.astype(jnp.float32) / temperature
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets_BT[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return picked - logz
+    return logprobs_and_entropy(logits_BTV, targets_BT, temperature, top_k, top_p)[0]
 
 
-def token_entropy(logits_BTV: Array, temperature: float = 1.0) -> Array:
-    """Entropy of ``softmax(logits / temperature)`` per token, float32 ``[B, T]``."""
-    logp = jax.nn.log_softmax(logits_BTV.astype(jnp.float32) / temperature, axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+def logprobs_and_entropy(
+    logits_BTV: Array,
+    targets_BT: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> tuple[Array, Array]:
+    """``(log p(target) [B, T], entropy [B, T])`` of the sampling distribution, from one log-softmax.
+
+    See :func:`token_logprobs`; the entropy is that of the same (truncated) distribution.
+    """
+    targets = targets_BT.astype(jnp.int32)
+    if top_k is None and top_p is None:
+        x = logits_BTV.astype(jnp.float32) / temperature if temperature != 1.0 else logits_BTV
+        logp_BTV = jax.nn.log_softmax(x.astype(jnp.float32), axis=-1)
+        ent = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+    else:
+        logp_BTV = _spec(temperature, top_k, top_p).log_probs(logits_BTV, keep=targets)
+        # exp(-inf) * -inf is NaN: outside the support the summand (and its gradient) is 0.
+        safe = jnp.where(jnp.isfinite(logp_BTV), logp_BTV, 0.0)
+        ent = -jnp.sum(jnp.exp(logp_BTV) * safe, axis=-1)
+    picked = jnp.take_along_axis(logp_BTV, targets[..., None], axis=-1)[..., 0]
+    return picked, ent
+
+
+def token_entropy(
+    logits_BTV: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Array:
+    """Entropy of the sampling distribution per token, float32 ``[B, T]`` (see token_logprobs)."""
+    if top_k is None and top_p is None:
+        logp = jax.nn.log_softmax(logits_BTV.astype(jnp.float32) / temperature, axis=-1)
+        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    logp = _spec(temperature, top_k, top_p).log_probs(logits_BTV)
+    return -jnp.sum(jnp.exp(logp) * jnp.where(jnp.isfinite(logp), logp, 0.0), axis=-1)
 
 
 def normaliser(mask_BT: Array, aggregation: str) -> Array:

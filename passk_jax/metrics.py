@@ -3,12 +3,15 @@
 ``pass_at_k_table(rewards, ks)`` averages the unbiased pass@k estimate over prompts;
 ``CumulativeSolve`` tracks the fraction of training prompts solved at least once (PKPO's exploration
 metric); ``MetricWriter`` appends one JSON object per logged step to ``metrics.jsonl`` and mirrors the
-scalars to TensorBoard (tensorboardX); ``plot_curves`` draws the pass@k / reward / entropy curves.
+scalars to TensorBoard (tensorboardX); ``plot_curves`` draws the pass@k / reward / entropy curves;
+``HealthMonitor`` raises training-health alarms from the per-step records.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +23,7 @@ from passk_jax import estimators as E
 
 __all__ = [
     "CumulativeSolve",
+    "HealthMonitor",
     "MetricWriter",
     "pass_at_k_table",
     "plot_curves",
@@ -68,6 +72,138 @@ class CumulativeSolve:
     @property
     def rate(self) -> float:
         return len(self.solved) / max(self.pool_size, 1)
+
+
+class HealthMonitor:
+    """Training-health alarms from the learner's per-step metrics (``train/*`` record keys).
+
+    Alarms (each sets ``health/<name> = 1`` in the step's record and logs a warning):
+
+    * ``nonfinite``: the loss, the gradient norm or a weight is NaN / inf. Always stops the run.
+    * ``zero_updates``: every weight and the gradient were exactly zero for ``zero_update_steps``
+      consecutive steps (e.g. every group's rewards tied, or a diverged policy scoring 0 throughout).
+    * ``entropy_collapse``: the policy's per-token entropy stayed below ``entropy_floor`` nats for
+      ``entropy_steps`` consecutive steps.
+    * ``grad_norm_outlier``: a non-zero gradient norm more than ``grad_norm_factor`` times above, or
+      below, the median of the last ``grad_norm_window`` non-zero norms (once it holds at least
+      ``grad_norm_min_history``).
+
+    With ``stop=True`` any alarm stops the run (``rl.TrainingHealthError``); otherwise only
+    ``nonfinite`` does. Every record also gets ``train/clipped_frac``: the fraction of steps so far
+    whose gradient norm exceeded the clipping threshold. The state (counters, grad-norm history) is
+    checkpointed (``state_dict`` / ``load``) so that a resumed run raises the same alarms.
+    """
+
+    DEFAULTS = {
+        "stop": False,
+        "zero_update_steps": 20,
+        "entropy_floor": 1e-3,
+        "entropy_steps": 10,
+        "grad_norm_factor": 100.0,
+        "grad_norm_window": 50,
+        "grad_norm_min_history": 10,
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        unknown = set(options or {}) - set(self.DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"unknown health options {sorted(unknown)}; use {sorted(self.DEFAULTS)}"
+            )
+        self.options = {**self.DEFAULTS, **(options or {})}
+        self.stop = bool(self.options["stop"])
+        self.zero_run = 0
+        self.low_entropy_run = 0
+        self.steps = 0
+        self.clipped = 0
+        self.grad_norms: collections.deque = collections.deque(
+            maxlen=int(self.options["grad_norm_window"])
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "zero_run": self.zero_run,
+            "low_entropy_run": self.low_entropy_run,
+            "steps": self.steps,
+            "clipped": self.clipped,
+            "grad_norms": list(self.grad_norms),
+        }
+
+    def load(self, state: Mapping[str, Any] | None) -> None:
+        if not state:
+            return
+        self.zero_run = int(state["zero_run"])
+        self.low_entropy_run = int(state["low_entropy_run"])
+        self.steps = int(state["steps"])
+        self.clipped = int(state["clipped"])
+        self.grad_norms.clear()
+        self.grad_norms.extend(float(g) for g in state["grad_norms"])
+
+    def update(self, step: int, record: Mapping[str, Any]) -> dict[str, float]:
+        """Feeds one step's record; returns the keys to add to it (alarms, clipped fraction)."""
+        o = self.options
+        out: dict[str, float] = {}
+        loss, g = float(record["train/loss"]), float(record["train/grad_norm"])
+        self.steps += 1
+        self.clipped += int(record.get("train/clipped", 0.0) > 0)
+        out["train/clipped_frac"] = self.clipped / self.steps
+        if not (math.isfinite(loss) and math.isfinite(g)) or record.get("train/weights_nonfinite"):
+            out["health/nonfinite"] = 1.0
+        zero = record.get("train/weight_abs_max", 1.0) == 0.0 and g == 0.0
+        self.zero_run = self.zero_run + 1 if zero else 0
+        if self.zero_run >= int(o["zero_update_steps"]):
+            out["health/zero_updates"] = 1.0
+        ent = float(record.get("train/entropy", math.inf))
+        self.low_entropy_run = self.low_entropy_run + 1 if ent < o["entropy_floor"] else 0
+        if self.low_entropy_run >= int(o["entropy_steps"]):
+            out["health/entropy_collapse"] = 1.0
+        if math.isfinite(g) and g > 0:
+            if len(self.grad_norms) >= int(o["grad_norm_min_history"]):
+                med = float(np.median(self.grad_norms))
+                f = float(o["grad_norm_factor"])
+                if g > f * med or g < med / f:
+                    out["health/grad_norm_outlier"] = 1.0
+                    out["health_info/grad_norm_median"] = med
+            self.grad_norms.append(g)
+        for msg in self.messages({**record, **out}):
+            _log.warning("RL step %d: %s", step, msg)
+        return out
+
+    @staticmethod
+    def fired(record: Mapping[str, Any]) -> list[str]:
+        """Names of the alarms set in ``record``."""
+        return [k.split("/", 1)[1] for k in record if k.startswith("health/") and record[k] == 1.0]
+
+    def messages(self, record: Mapping[str, Any]) -> list[str]:
+        """One sentence per alarm set in ``record``."""
+        o, out = self.options, []
+        for name in self.fired(record):
+            if name == "nonfinite":
+                out.append(
+                    f"non-finite loss / gradient (loss {record.get('train/loss')}, grad norm "
+                    f"{record.get('train/grad_norm')}, non-finite weights "
+                    f"{record.get('train/weights_nonfinite')})"
+                )
+            elif name == "zero_updates":
+                out.append(
+                    f"weights and gradients all zero for {self.zero_run} consecutive steps "
+                    f"(health.zero_update_steps = {o['zero_update_steps']})"
+                )
+            elif name == "entropy_collapse":
+                out.append(
+                    f"policy entropy {record.get('train/entropy'):.3g} nats/token below "
+                    f"health.entropy_floor = {o['entropy_floor']} for {self.low_entropy_run} steps"
+                )
+            elif name == "grad_norm_outlier":
+                out.append(
+                    f"gradient norm {record.get('train/grad_norm'):.3g} outside "
+                    f"{o['grad_norm_factor']:g}x of its running median "
+                    f"{record.get('health_info/grad_norm_median', float('nan')):.3g}"
+                )
+        return out
+
+
+_log = logging.getLogger("passk_jax")
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

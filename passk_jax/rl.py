@@ -17,9 +17,11 @@ checkpoint by an atomic rename, so a half-written checkpoint is never restored.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -27,15 +29,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
+from absl import logging
 from tqdm.auto import tqdm
 
-from passk_jax import advantages as A
+from passk_jax import checkpoints as ckpt_lib
 from passk_jax import metrics as M
+from passk_jax import rollout as R
 from passk_jax import sampler as SMP
-from passk_jax import schedules
 from passk_jax import sharding as S
 from passk_jax import train as TR
+from passk_jax import validate_config as V
 from passk_jax.models import gemma2
 from passk_jax.tasks import make_task
 from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer, pad_batch
@@ -139,11 +142,13 @@ class _Run:
     """Everything built once per run (task, tokenizer, model, mesh, jitted functions)."""
 
     def __init__(self, config, workdir: str):
+        V.validate(config)  # static checks first: nothing is built for a config that cannot work
         S.maybe_initialize_distributed()
         self.config = config
         self.workdir = workdir
         self.is_main = jax.process_index() == 0
         self.task = make_task(config.task.name, **_to_dict(config.task.get("kwargs")))
+        V.validate(config, self.task)  # checks that need the task (binary rewards, splits)
         self.tok = _tokenizer(config, self.task)
         self.model_config = _model_config(config, self.tok.vocab_size)
         if self.tok.vocab_size > self.model_config.vocab_size:
@@ -158,15 +163,19 @@ class _Run:
         }
         self.max_prompt_len = int(config.get("max_prompt_len", 0)) or None
         rl = config.rl
-        self.k_fn = schedules.make_k_schedule(_to_dict(config.k_schedule))
-        self.phases = [tuple(p) for p in config.get("phases", None) or []]
-        names = sorted({p[1] for p in self.phases} or {config.advantage})
-        for n in names:
-            if n not in A.ADVANTAGES:
-                raise ValueError(f"unknown advantage {n!r}; choose one of {sorted(A.ADVANTAGES)}.")
-        self.method_names = names
-        self.loss_config = TR.LossConfig(**_to_dict(config.loss))
+        # One sampling specification for the sampler and the loss's log-probs.
+        self.sampling = V.sampling_spec(config)
+        temperature, top_k, top_p = self.sampling
+        loss = {k: v for k, v in _to_dict(config.loss).items() if k not in V.SAMPLING_KEYS}
+        self.loss_config = TR.LossConfig(**loss, temperature=temperature, top_k=top_k, top_p=top_p)
         opt = config.optimizer
+        self.learner_config = TR.LearnerConfig.make(
+            config.advantage,
+            _to_dict(config.k_schedule),
+            config.get("phases", None),
+            max_grad_norm=opt.get("max_grad_norm", 1.0),
+        )
+        self.method_names = list(self.learner_config.method_names)
         self.tx = TR.make_optimizer(
             opt.learning_rate,
             warmup_steps=opt.get("warmup_steps", 0),
@@ -178,26 +187,19 @@ class _Run:
             SMP.sample,
             config=self.model_config,
             max_new_tokens=rl.max_new_tokens,
-            temperature=rl.temperature,
-            top_k=rl.get("top_k", None),
-            top_p=rl.get("top_p", None),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
             eos_id=self.tok.eos_id,
             pad_id=self.tok.pad_id,
             # Configs written before the option existed use the sampler's default.
             **({"decode_phases": rl.decode_phases} if "decode_phases" in rl else {}),
         )
-        self.advantage_fn = jax.jit(self._advantages)
-
-    def _advantages(self, rewards, step, key):
-        """Per-sample weights for ``rewards [P, G]`` at ``step`` (k and method from the schedules)."""
-        if not self.phases:
-            k = self.k_fn(step)
-            return A.compute_advantages(self.method_names[0], rewards, k=k, key=key), k
-        idx = schedules.phase_index(self.phases, step)
-        method = jnp.asarray([self.method_names.index(p[1]) for p in self.phases])[idx]
-        k = jnp.asarray([p[2] for p in self.phases], jnp.int32)[idx]
-        fns = [functools.partial(A.compute_advantages, n, k=k, key=key) for n in self.method_names]
-        return jax.lax.switch(method, fns, rewards), k
+        self.advantage_fn = jax.jit(
+            lambda rewards, step, key: TR.weights_at(self.learner_config, rewards, step, key)
+        )
+        self.sync_timing = bool(rl.get("sync_timing", False))
+        self._learn = None
 
     # --------------------------------------------------------------------------------------------
 
@@ -215,18 +217,51 @@ class _Run:
             pos += take
         return out
 
-    def rollout(self, params, prompts, num_samples: int, key):
+    def init_state(self):
+        """``(state, shardings)``: the TrainState born sharded (from the configured checkpoint)."""
+        return TR.create_train_state(
+            self.model_config,
+            self.tx,
+            self.mesh,
+            self.config.seed,
+            params=_initial_params(self.config, self.model_config),
+            with_ref=self.loss_config.kl_coef > 0,
+        )
+
+    def learner(self, shardings):
+        """The jitted learner step (built once per run)."""
+        if self._learn is None:
+            self._learn = TR.jit_learner_step(
+                self.tx,
+                self.model_config,
+                self.loss_config,
+                self.learner_config,
+                shardings,
+                self.mesh,
+            )
+        return self._learn
+
+    def sample_rollout(self, params, prompts, num_samples: int, key) -> R.Rollout:
+        """Samples ``num_samples`` completions per prompt; the rollout stays on device."""
         toks, mask = _encode_prompts(self.tok, prompts, self.max_prompt_len)
         out = self.sample(
             params, prompt_tokens=toks, prompt_mask=mask, num_samples=num_samples, rng=key
         )
-        tokens, gmask, logp = (_to_host(x) for x in (out.tokens, out.mask, out.logprobs))
-        texts = _decode(self.tok, tokens, gmask)
+        return R.from_sampler(out)
+
+    def score(self, prompts, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Host side: detokenise ``[P, G, T]`` completions and score them with ``task.score_batch``."""
+        texts = _decode(self.tok, tokens, mask)
         g = tokens.shape[1]
-        rewards = np.asarray(
-            [self.task.score(prompts[i // g], t) for i, t in enumerate(texts)], np.float32
-        ).reshape(len(prompts), g)
-        return toks, mask, tokens, gmask, logp, rewards
+        paired = [prompts[i // g] for i in range(len(texts))]
+        rewards = np.asarray(self.task.score_batch(paired, texts), np.float32)
+        return rewards.reshape(len(prompts), g)
+
+    def rollout(self, params, prompts, num_samples: int, key):
+        """``(rollout, rewards [P, G])``: sample on device, score on the host."""
+        ro = self.sample_rollout(params, prompts, num_samples, key)
+        tokens, mask = R.completions_to_host(ro)
+        return ro, self.score(prompts, tokens, mask)
 
     def evaluate(self, params, step: int) -> dict[str, float]:
         ev = self.config.eval
@@ -240,7 +275,7 @@ class _Run:
                         prompts[i : i + ev.batch_prompts],
                         ev.num_samples,
                         jax.random.fold_in(key, i),
-                    )[-1]
+                    )[1]
                     for i in range(0, len(prompts), ev.batch_prompts)
                 ]
             )
@@ -248,6 +283,54 @@ class _Run:
             for k, v in M.pass_at_k_table(rewards, _eval_ks(ev)).items():
                 out[f"{prefix}/pass@{k}"] = v
         return out
+
+    # --------------------------------------------------------------------------------------------
+    # One RL step, split where the host and the device hand over.
+
+    def step(self, state, shardings, step: int, rng_host: np.ndarray) -> tuple[Any, _Pending]:
+        """Samples, scores and dispatches the learner step of RL ``step``.
+
+        Returns ``(new_state, pending)``; ``pending.metrics`` are still on device (fetch them with
+        :meth:`finish`, ideally after the next step is dispatched).
+        """
+        t0 = time.perf_counter()
+        k_sample, _ = TR.rl_keys(rng_host, step)
+        prompts = [self.train_prompts[i] for i in self.batch_for(step)]
+        ro = self.sample_rollout(state.params, prompts, self.config.rl.num_samples, k_sample)
+        tokens, mask = R.completions_to_host(ro)  # blocks until sampled
+        t1 = time.perf_counter()
+        rewards = self.score(prompts, tokens, mask)
+        t2 = time.perf_counter()
+        rewards_dev = S.shard_host_array(rewards, S.replicated(self.mesh))
+        state, metrics = self.learner(shardings)(state, ro, rewards_dev, np.int32(step))
+        times = {"time/sample_s": t1 - t0, "time/score_s": t2 - t1}
+        if self.sync_timing:
+            jax.block_until_ready(state)
+            times["time/learn_s"] = time.perf_counter() - t2
+        return state, _Pending(step + 1, metrics, prompts, rewards, times, t0)
+
+    def finish(self, pending: _Pending, cum: M.CumulativeSolve, health: M.HealthMonitor):
+        """Fetches a step's device metrics and completes its record (health checks included)."""
+        m = jax.device_get(pending.metrics)
+        rate = cum.update([p.uid for p in pending.prompts], pending.rewards)
+        record = {f"train/{key}": float(v) for key, v in m.items()}
+        record["train/k"] = int(m["k"])
+        record["train/cum_solve_rate"] = rate
+        record.update(health.update(pending.done, record))
+        record.update(pending.times)
+        return record
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A dispatched learner step whose metrics have not been fetched yet."""
+
+    done: int  # the step count after this step (the record's step)
+    metrics: Any  # device scalars
+    prompts: list
+    rewards: np.ndarray
+    times: dict
+    t0: float
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -292,37 +375,6 @@ def _sft(run: _Run, params) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints.
-
-
-def _manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-    )
-
-
-def _save(mngr, step: int, state, meta: dict) -> None:
-    mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    )
-
-
-def _restore(mngr, step: int, state, shardings):
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-    )
-    out = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-        ),
-    )
-    return out["state"], out["meta"]
-
-
-# ----------------------------------------------------------------------------------------------------
 # The loop.
 
 
@@ -356,110 +408,52 @@ def build(config, workdir: str) -> _Run:
     return _Run(config, workdir)
 
 
+class TrainingHealthError(RuntimeError):
+    """A health alarm stopped the run (``config.health.stop``) or a loss was not finite."""
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Runs (or resumes) the RL experiment ``config`` in ``workdir``; returns the final metrics.
 
-    Writes ``workdir/metrics.jsonl``, TensorBoard events in ``workdir/tensorboard``, orbax checkpoints
-    in ``workdir/checkpoints`` and ``workdir/curves.png`` at the end.
+    The config is validated before anything else (``validate_config.validate``: a
+    ``ConfigError`` names every bad key), then the workdir is locked against a second live
+    process (``checkpoints.WorkdirLock``). Writes ``workdir/metrics.jsonl``, TensorBoard events in
+    ``workdir/tensorboard``, orbax checkpoints in ``workdir/checkpoints`` and ``workdir/curves.png``
+    at the end. Restarting resumes from the newest intact checkpoint (``RunCheckpointer``); pending
+    checkpoint writes are awaited before returning or raising.
     """
+    V.validate(config)
+    S.maybe_initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
+    lock = ckpt_lib.WorkdirLock(workdir) if jax.process_index() == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: str) -> dict[str, float]:
     run = _Run(config, workdir)
     rl = config.rl
-    with_ref = run.loss_config.kl_coef > 0
-    state, shardings = TR.create_train_state(
-        run.model_config,
-        run.tx,
-        run.mesh,
-        config.seed,
-        params=_initial_params(config, run.model_config),
-        with_ref=with_ref,
+    state, shardings = run.init_state()
+    ckpt = ckpt_lib.RunCheckpointer(
+        os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2)
     )
-    step_fn = TR.jit_train_step(run.tx, run.model_config, run.loss_config, shardings, run.mesh)
-    mngr = _manager(workdir, config.get("keep_checkpoints", 2))
-    writer = (
-        M.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
-        if run.is_main
-        else None
-    )
-    cum = M.CumulativeSolve(len(run.train_prompts))
-
-    latest = mngr.latest_step()
-    if latest is not None:
-        state, meta = _restore(mngr, latest, state, shardings)
-        cum = M.CumulativeSolve(len(run.train_prompts), meta.get("solved", []))
-        start = int(meta["step"])
-        if writer:
-            writer.truncate_after(start)
-    else:
-        start = 0
-        if config.sft.steps > 0:
-            params, sft_loss = _sft(run, state.params)
-            state = state.replace(
-                params=params, ref_params=jax.tree.map(jnp.copy, params) if with_ref else None
-            )
-            if writer:
-                writer.write(0, {"sft/loss": sft_loss})
-        ev0 = run.evaluate(state.params, 0)  # every process: sampling is a collective
-        if writer:
-            writer.write(0, ev0)
-        _save(mngr, 0, state, {"step": 0, "solved": []})
-
-    base_key = jax.random.wrap_key_data(jnp.asarray(_to_host(state.rng)))
-    last: dict[str, float] = {}
-    bar = tqdm(
-        range(start, rl.steps), desc="RL", initial=start, total=rl.steps, disable=not run.is_main
-    )
-    for step in bar:
-        t0 = time.perf_counter()
-        key = jax.random.fold_in(base_key, step)
-        k_sample, k_adv = jax.random.split(key)
-        idx = run.batch_for(step)
-        prompts = [run.train_prompts[i] for i in idx]
-        toks, pmask, tokens, gmask, logp, rewards = run.rollout(
-            state.params, prompts, rl.num_samples, k_sample
+    writer = None
+    try:
+        writer = (
+            M.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+            if run.is_main
+            else None
         )
-        t_sample = time.perf_counter() - t0
-        weights, k = run.advantage_fn(jnp.asarray(rewards), step, k_adv)
-        batch = TR.make_batch(toks, pmask, tokens, gmask, logp, _to_host(weights), mesh=run.mesh)
-        state, m = step_fn(state, batch)
-        m = jax.device_get(m)
-        if not np.isfinite(m["loss"]):
-            raise FloatingPointError(
-                f"non-finite loss at RL step {step} (weights finite: {np.isfinite(_to_host(weights)).all()}); "
-                f"the last good checkpoint is step {mngr.latest_step()} in {workdir}."
-            )
-        rate = cum.update([p.uid for p in prompts], rewards)
-        ntok = np.maximum(gmask.sum(), 1)
-        record = {
-            "train/reward_mean": float(rewards.mean()),
-            "train/solve_any": float((rewards >= 1).any(-1).mean()),
-            "train/cum_solve_rate": rate,
-            "train/k": int(_to_host(k)),
-            "train/entropy": float(-(logp * gmask).sum() / ntok),  # sampled-token estimate
-            "train/length": float(gmask.sum(-1).mean()),
-            "train/weight_abs_mean": float(np.abs(_to_host(weights)).mean()),
-            **{f"train/{key_}": float(v) for key_, v in m.items()},
-            "time/sample_s": t_sample,
-            "time/step_s": time.perf_counter() - t0,
-        }
-        done = step + 1
-        if done % config.eval.every == 0 or done == rl.steps:
-            record.update(run.evaluate(state.params, done))
-        if writer:
-            writer.write(done, record)
-        last = record
-        bar.set_postfix(
-            reward=f"{record['train/reward_mean']:.2f}",
-            **{
-                kk.split("/")[-1]: f"{v:.2f}"
-                for kk, v in record.items()
-                if kk in ("eval/pass@1", f"eval/pass@{config.eval.num_samples}")
-            },
-        )
-        if done % config.checkpoint_every == 0 or done == rl.steps:
-            _save(mngr, done, state, {"step": done, "solved": sorted(cum.solved)})
-    mngr.wait_until_finished()
-    mngr.close()
+        last, start = _loop(run, config, workdir, state, shardings, ckpt, writer)
+    finally:
+        ckpt.close()  # waits for the last asynchronous save, on error paths too
+        if writer is not None and sys.exc_info()[0] is not None:
+            writer.close()
     if writer:
         records = M.read_jsonl(writer.path)
         if start >= rl.steps:  # restarted after the end: report what the finished run recorded
@@ -476,3 +470,115 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
             json.dump(last, f, indent=1)
     return last
+
+
+def _loop(run: _Run, config, workdir, state, shardings, ckpt, writer):
+    rl = config.rl
+    with_ref = run.loss_config.kl_coef > 0
+    cum = M.CumulativeSolve(len(run.train_prompts))
+    health = M.HealthMonitor(_to_dict(config.get("health", None)))
+
+    restored = ckpt.restore_latest(state, shardings)
+    for bad, why in ckpt.skipped:
+        logging.warning("skipped corrupt checkpoint %d (%s)", bad, why)
+    if restored is not None:
+        start, state, meta = restored
+        start = int(meta["step"])
+        cum = M.CumulativeSolve(len(run.train_prompts), meta.get("solved", []))
+        health.load(meta.get("health"))
+        if writer:
+            writer.truncate_after(start)
+        if ckpt.skipped and run.is_main:
+            print(
+                f"resumed from checkpoint step {start} (skipped corrupt: "
+                f"{', '.join(str(s) for s, _ in ckpt.skipped)})",
+                file=sys.stderr,
+                flush=True,
+            )
+    else:
+        start = 0
+        if config.sft.steps > 0:
+            params, sft_loss = _sft(run, state.params)
+            state = state.replace(
+                params=params, ref_params=jax.tree.map(jnp.copy, params) if with_ref else None
+            )
+            if writer:
+                writer.write(0, {"sft/loss": sft_loss})
+        t0 = time.perf_counter()
+        ev0 = run.evaluate(state.params, 0)  # every process: sampling is a collective
+        if writer:
+            writer.write(0, {**ev0, "time/eval_s": time.perf_counter() - t0})
+        ckpt.save(0, state, {"step": 0, "solved": [], "health": health.state_dict()})
+
+    rng_host = np.asarray(R._to_host(state.rng))
+    last: dict[str, float] = {}
+    bar = tqdm(
+        range(start, rl.steps), desc="RL", initial=start, total=rl.steps, disable=not run.is_main
+    )
+    pending: _Pending | None = None
+
+    def complete(p: _Pending, period_end: float, evaluate_params=None) -> None:
+        """Fetches ``p``'s metrics, checks health, evaluates (if asked) and writes the record."""
+        nonlocal last
+        record = run.finish(p, cum, health)
+        # Wall time of the whole step (sample, score, learn), eval excluded.
+        record["time/step_s"] = period_end - p.t0
+        fatal = _fatal_alarms(record, health)
+        if not fatal and evaluate_params is not None:
+            t0 = time.perf_counter()
+            record.update(run.evaluate(evaluate_params, p.done))
+            record["time/eval_s"] = time.perf_counter() - t0
+        if writer:
+            writer.write(p.done, record)
+        last = record
+        bar.set_postfix(
+            reward=f"{record['train/reward_mean']:.2f}",
+            **{
+                kk.split("/")[-1]: f"{v:.2f}"
+                for kk, v in record.items()
+                if kk in ("eval/pass@1", f"eval/pass@{config.eval.num_samples}")
+            },
+        )
+        if fatal:
+            _raise_on_alarms(record, p.done, fatal, health, ckpt, workdir)
+
+    for step in bar:
+        state, new = run.step(state, shardings, step, rng_host)
+        if pending is not None:  # step - 1's metrics, fetched while this learner step runs
+            complete(pending, new.t0)
+        pending = new
+        done = step + 1
+        eval_now = done % config.eval.every == 0 or done == rl.steps
+        save_now = done % config.checkpoint_every == 0 or done == rl.steps
+        if eval_now or save_now:
+            # The step's metrics are checked before anything is evaluated or saved from its state.
+            jax.block_until_ready(pending.metrics)
+            complete(pending, time.perf_counter(), state.params if eval_now else None)
+            pending = None
+            if save_now:
+                meta = {"step": done, "solved": sorted(cum.solved), "health": health.state_dict()}
+                ckpt.save(done, state, meta)
+    if pending is not None:
+        jax.block_until_ready(pending.metrics)
+        complete(pending, time.perf_counter())
+    return last, start
+
+
+def _fatal_alarms(record, health) -> list[str]:
+    return [k for k in health.fired(record) if k == "nonfinite" or health.stop]
+
+
+def _raise_on_alarms(record, step: int, fatal, health, ckpt, workdir: str) -> None:
+    ckpt.wait()  # so that the message names a checkpoint that is really on disk
+    good = ckpt.latest_step()
+    where = (
+        f"the newest finalised checkpoint is step {good} in {workdir}/checkpoints"
+        if good is not None
+        else "no checkpoint was finalised"
+    )
+    msgs = "; ".join(health.messages(record))
+    if "nonfinite" in fatal:
+        raise FloatingPointError(f"non-finite loss at RL step {step}: {msgs}; {where}.")
+    raise TrainingHealthError(
+        f"training-health alarm at RL step {step} (config.health.stop): {msgs}; {where}."
+    )

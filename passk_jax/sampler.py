@@ -115,11 +115,28 @@ class Sampling:
     top_k: int | None = None
     top_p: float | None = None
 
-    def log_probs(self, logits_BV: Array) -> Array:
-        """Log-probs ``[B, V]`` of the sampling distribution (float32; ``-inf`` outside the support)."""
+    def log_probs(self, logits_BV: Array, keep: Array | None = None) -> Array:
+        """Log-probs ``[..., V]`` of the sampling distribution (float32; ``-inf`` outside the support).
+
+        This one function is the sampling specification: the sampler draws from it and the loss
+        (``losses.token_logprobs``) recomputes log-probs with it, so on-policy the PPO ratio is 1
+        with top-k / top-p set too.
+
+        Args:
+          logits_BV: ``[..., V]`` logits (any leading axes).
+          keep: optional ``[...]`` int token ids kept in the support whatever the cut-offs say. The
+            loss passes the sampled tokens: float round-off between the sampler's cached decode and
+            the loss's full forward pass can move a sampled token just below a recomputed cut-off,
+            which would give it ``-inf``. The sampler itself never needs it.
+        """
         x = logits_BV.astype(jnp.float32) / self.temperature
+        x_keep = None
+        if keep is not None:
+            x_keep = jnp.take_along_axis(x, keep[..., None].astype(jnp.int32), axis=-1)
         if self.top_k is not None and self.top_k < x.shape[-1]:
             kth = lax.top_k(x, self.top_k)[0][..., -1:]
+            if x_keep is not None:
+                kth = jnp.minimum(kth, x_keep)
             x = jnp.where(x >= kth, x, -jnp.inf)
         if self.top_p is not None and self.top_p < 1.0:
             sorted_x = jnp.sort(x, axis=-1)[..., ::-1]
@@ -128,6 +145,8 @@ class Sampling:
             # Smallest kept logit: the last sorted entry whose preceding mass is < top_p.
             n_keep = jnp.sum(mass_before < self.top_p, axis=-1, keepdims=True)
             cutoff = jnp.take_along_axis(sorted_x, jnp.maximum(n_keep - 1, 0), axis=-1)
+            if x_keep is not None:
+                cutoff = jnp.minimum(cutoff, x_keep)
             x = jnp.where(x >= cutoff, x, -jnp.inf)
         return jax.nn.log_softmax(x, axis=-1)
 

@@ -32,21 +32,28 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from passk_jax import advantages as A
 from passk_jax import losses as L
+from passk_jax import rollout as R
+from passk_jax import schedules
 from passk_jax import sharding as S
 from passk_jax.models import gemma2
 
 Array = jax.Array
 
 __all__ = [
+    "LearnerConfig",
     "LossConfig",
     "TrainState",
     "completion_logits",
     "create_train_state",
+    "jit_learner_step",
     "jit_sft_step",
     "jit_train_step",
+    "learner_step",
     "make_batch",
     "make_optimizer",
+    "rl_keys",
     "sft_step",
     "train_step",
 ]
@@ -63,7 +70,8 @@ class LossConfig:
       kl_coef: weight of KL(pi || pi_ref) (0 disables it and no reference model is kept).
       kl_estimator: ``"k1"`` or ``"k3"``.
       entropy_coef: weight of the entropy bonus (subtracted from the loss).
-      temperature: the sampling temperature (log-probs are taken at the same temperature).
+      temperature / top_k / top_p: the sampling specification the rollouts were drawn with; the
+        loss's log-probs and entropy are those of the same (truncated) distribution.
       num_microbatches: gradient accumulation steps per batch (B must be divisible by it).
     """
 
@@ -75,12 +83,21 @@ class LossConfig:
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
     temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
     num_microbatches: int = 1
 
     def __post_init__(self):
         L.check_options(self.policy_loss, self.aggregation, self.kl_estimator)
         if self.num_microbatches < 1:
             raise ValueError(f"`num_microbatches` must be >= 1, got {self.num_microbatches}.")
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
+
+    @property
+    def sampling(self) -> tuple[float, int | None, float | None]:
+        """``(temperature, top_k, top_p)``: the sampling specification."""
+        return self.temperature, self.top_k, self.top_p
 
 
 @flax.struct.dataclass
@@ -255,7 +272,7 @@ def completion_logits(
 def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig):
     mask = batch["mask"].astype(bool)
     logits = completion_logits(params, model_config, batch)
-    logp = L.token_logprobs(logits, batch["tokens"], cfg.temperature)
+    logp, entropy_tok = L.logprobs_and_entropy(logits, batch["tokens"], *cfg.sampling)
     pg, aux = L.policy_surrogate(
         logp,
         batch["old_logp"],
@@ -272,13 +289,12 @@ def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossCo
         "ratio": jnp.sum(aux["ratio"] * mask),
         "num_tokens": jnp.sum(mask.astype(jnp.float32)),
     }
-    entropy_tok = L.token_entropy(logits, cfg.temperature)
     sums["entropy"] = jnp.sum(jax.lax.stop_gradient(entropy_tok) * mask)
     if cfg.entropy_coef:
         loss = loss - cfg.entropy_coef * L.aggregate(entropy_tok, mask, cfg.aggregation, norm)
     if cfg.kl_coef:
         ref_logits = completion_logits(jax.lax.stop_gradient(ref_params), model_config, batch)
-        ref_logp = L.token_logprobs(ref_logits, batch["tokens"], cfg.temperature)
+        ref_logp = L.token_logprobs(ref_logits, batch["tokens"], *cfg.sampling)
         kl = L.kl_penalty(logp, ref_logp, cfg.kl_estimator)
         loss = loss + cfg.kl_coef * L.aggregate(kl, mask, cfg.aggregation, norm)
         sums["kl"] = jnp.sum(jax.lax.stop_gradient(kl) * mask)
@@ -418,6 +434,145 @@ def jit_sft_step(tx, model_config, shardings: TrainState, mesh: Mesh):
         out_shardings=(shardings, S.replicated(mesh)),
         donate_argnums=0,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The learner step: rewards -> weights -> batch -> update, all on device.
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """What the learner step needs besides the loss (hashable: a static argument of its jit).
+
+    Attributes:
+      advantage: name in ``advantages.ADVANTAGES`` (used when ``phases`` is empty).
+      k_schedule: the k schedule spec as sorted ``(key, value)`` pairs (see ``schedules``).
+      phases: ``((until_step, advantage_name, k), ...)``; when given it picks method and k.
+      max_grad_norm: the optimizer's clipping threshold (None: no clipping); a step counts as
+        clipped when its gradient norm exceeds it.
+      pass_threshold: a reward counted as a solve (``train/solve_any``).
+    """
+
+    advantage: str = "pkpo_sloo_minus_one"
+    k_schedule: tuple[tuple[str, Any], ...] = (("kind", "constant"), ("k", 4))
+    phases: tuple[tuple[int, str, int], ...] = ()
+    max_grad_norm: float | None = 1.0
+    pass_threshold: float = 1.0
+
+    @classmethod
+    def make(cls, advantage, k_schedule: Mapping[str, Any], phases=None, **kw) -> LearnerConfig:
+        """From a config's ``advantage``, ``k_schedule`` dict and ``phases`` list."""
+        spec = tuple(sorted((str(k), v) for k, v in dict(k_schedule).items()))
+        ph = tuple((int(u), str(n), int(k)) for u, n, k in (phases or ()))
+        return cls(advantage=str(advantage), k_schedule=spec, phases=ph, **kw)
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return tuple(sorted({p[1] for p in self.phases})) if self.phases else (self.advantage,)
+
+
+def rl_keys(rng: Array, step: Any) -> tuple[Array, Array]:
+    """``(sample_key, advantage_key)`` of RL ``step`` from the state's raw key data ``rng``."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+    k_sample, k_adv = jax.random.split(key)
+    return k_sample, k_adv
+
+
+def weights_at(learner: LearnerConfig, rewards_PG: Array, step: Array, key: Array):
+    """``(weights [P, G], k)``: the advantage method and k of ``step`` applied to the rewards."""
+    if not learner.phases:
+        k = schedules.make_k_schedule(dict(learner.k_schedule))(step)
+        return A.compute_advantages(learner.advantage, rewards_PG, k=k, key=key), k
+    names = learner.method_names
+    idx = schedules.phase_index(learner.phases, step)
+    method = jnp.asarray([names.index(p[1]) for p in learner.phases])[idx]
+    k = jnp.asarray([p[2] for p in learner.phases], jnp.int32)[idx]
+    fns = [functools.partial(A.compute_advantages, n, k=k, key=key) for n in names]
+    return jax.lax.switch(method, fns, rewards_PG), k
+
+
+def learner_step(
+    state: TrainState,
+    rollout: Any,
+    rewards_PG: Array,
+    step: Array,
+    *,
+    tx: optax.GradientTransformation,
+    model_config: gemma2.Gemma2Config,
+    loss_config: LossConfig,
+    learner_config: LearnerConfig,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One RL learner step: k from the schedule, weights by advantage name, flattened batch, update.
+
+    Pure; jit it with :func:`jit_learner_step`. Nothing here touches the host.
+
+    Args:
+      state: the TrainState (``state.rng`` seeds the advantage key of ``step``, as ``rl_keys``).
+      rollout: a ``rollout.Rollout`` (``[P, G, T]`` tokens / log-probs / mask, ``[P, Tp]`` prompts).
+      rewards_PG: ``[P, G]`` float32 rewards from the task's verifier.
+      step: ``[]`` int32 RL step (k schedules and phases are functions of it).
+      tx / model_config / loss_config / learner_config: static.
+      mesh: when given, the flattened batch is constrained to the batch sharding.
+
+    Returns:
+      ``(new_state, metrics)``: the scalars of :func:`train_step` (``entropy`` is the exact
+      per-token entropy of the sampling distribution under the pre-update parameters) plus ``k``,
+      ``reward_mean``, ``solve_any`` (fraction of prompts with a solve), ``weight_abs_max``,
+      ``weights_nonfinite`` (count), ``sampled_neg_logp`` (minus the mean sampler log-prob of
+      the sampled tokens: a one-sample entropy estimate), ``length`` (mean completion tokens) and
+      ``clipped`` (1 if the gradient norm exceeded ``max_grad_norm``).
+    """
+    rewards_PG = rewards_PG.astype(jnp.float32)
+    _, k_adv = rl_keys(state.rng, step)
+    weights_PG, k = weights_at(learner_config, rewards_PG, step, k_adv)
+    batch = R.flatten(rollout, weights_PG)
+    if mesh is not None:
+        sh = batch_shardings(mesh)
+        batch = {key: jax.lax.with_sharding_constraint(v, sh[key]) for key, v in batch.items()}
+    new_state, m = train_step(
+        state, batch, tx=tx, model_config=model_config, loss_config=loss_config
+    )
+    mask = batch["mask"].astype(jnp.float32)
+    ntok = jnp.maximum(jnp.sum(mask), 1.0)
+    w = batch["weights"]
+    clip = learner_config.max_grad_norm
+    extra = {
+        "k": k,
+        "reward_mean": jnp.mean(rewards_PG),
+        "solve_any": jnp.mean(jnp.any(rewards_PG >= learner_config.pass_threshold, axis=-1)),
+        "weight_abs_max": jnp.max(jnp.where(jnp.isfinite(w), jnp.abs(w), 0.0)),
+        "weights_nonfinite": jnp.sum(~jnp.isfinite(w)),
+        "sampled_neg_logp": -jnp.sum(batch["old_logp"] * mask) / ntok,
+        "length": jnp.mean(jnp.sum(mask, axis=-1)),
+        "clipped": (m["grad_norm"] > clip) if clip else jnp.zeros((), bool),
+    }
+    m.update(jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.float32), extra))
+    return new_state, m
+
+
+def jit_learner_step(
+    tx: optax.GradientTransformation,
+    model_config: gemma2.Gemma2Config,
+    loss_config: LossConfig,
+    learner_config: LearnerConfig,
+    shardings: TrainState,
+    mesh: Mesh,
+):
+    """``learner_step`` jitted once: state donated and kept in ``shardings``, metrics replicated.
+
+    The rollout keeps the shardings the sampler gave it and the batch is constrained to the batch
+    sharding inside; ``rewards`` should be a replicated global array (``sharding.shard_host_array``).
+    """
+    fn = functools.partial(
+        learner_step,
+        tx=tx,
+        model_config=model_config,
+        loss_config=loss_config,
+        learner_config=learner_config,
+        mesh=mesh,
+    )
+    return jax.jit(fn, out_shardings=(shardings, S.replicated(mesh)), donate_argnums=0)
 
 
 def make_batch(
