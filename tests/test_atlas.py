@@ -104,3 +104,19 @@ def test_unnormalised_passk_is_passk_times_sigma():
 def test_expected_weight_rejects_bad_p():
     with pytest.raises(ValueError, match="`p`"):
         A.expected_weight("grpo", [0.5, 1.5], 8)
+
+
+@pytest.mark.parametrize("n,k", [(8, 2), (8, 3), (12, 1), (16, 4), (16, 8)])
+def test_unnormalised_passk_is_a_multiple_of_the_pass_at_k_gradient(n, k):
+    m = A.expected_weight("passk_unnormalised", P_GRID, n, k)
+    np.testing.assert_allclose(m, (n - k) / k * k * (1 - P_GRID) ** (k - 1), atol=1e-5 * n)
+
+
+def test_atlas_experiment_quick(tmp_path):
+    from experiments import weighting_atlas
+
+    weighting_atlas.main(["--n", "6", "--k", "2", "--num-draws", "64", "--outdir", str(tmp_path)])
+    md = (tmp_path / "atlas" / "atlas.md").read_text()
+    for name in A.ADVANTAGES:
+        assert f"| {name}" in md
+    assert (tmp_path / "atlas" / "atlas.png").stat().st_size > 10_000
