@@ -162,3 +162,151 @@ def test_hf_sharded_checkpoint_loads(tmp_path):
         ref = model(torch.tensor(tokens)).logits.numpy()
     out = np.asarray(g.forward(params, jnp.asarray(tokens), config))
     assert np.abs(out - ref).max() < 1e-3
+
+
+# ----------------------------------------------------------------------------------------------------
+# RL run checkpoints: integrity records, fallback to the newest intact one, the workdir lock.
+
+
+def _train_state(seed: int = 0):
+    from passk_jax import sharding as S
+    from passk_jax import train as TR
+
+    mesh = S.make_mesh((1, 1, 1), jax.devices()[:1])
+    tx = TR.make_optimizer(1e-3)
+    return TR.create_train_state(testing.tiny_config(), tx, mesh, seed)
+
+
+def _data_files(step_dir):
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+    assert files, f"no array data files under {step_dir}"
+    return sorted(files, key=lambda p: p.stat().st_size)
+
+
+def _truncate(step_dir):
+    f = _data_files(step_dir)[-1]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip(step_dir):
+    f = _data_files(step_dir)[-1]
+    raw = bytearray(f.read_bytes())
+    for off in (len(raw) // 2, len(raw) // 2 + 7):
+        raw[off] ^= 0x5A
+    f.write_bytes(bytes(raw))
+
+
+def _delete_meta(step_dir):
+    import shutil
+
+    shutil.rmtree(step_dir / "meta")
+
+
+@pytest.mark.parametrize(
+    "corrupt", [_truncate, _flip, _delete_meta], ids=["truncate", "flip", "meta"]
+)
+def test_restore_falls_back_to_newest_intact_checkpoint(tmp_path, corrupt):
+    state, sh = _train_state(0)
+    newer, _ = _train_state(1)
+    c = ck.RunCheckpointer(str(tmp_path / "checkpoints"), keep=3)
+    c.save(2, state, {"step": 2, "solved": ["a"]})
+    c.save(4, newer, {"step": 4, "solved": ["a", "b"]})
+    c.close()
+    corrupt(tmp_path / "checkpoints" / "4")
+
+    c = ck.RunCheckpointer(str(tmp_path / "checkpoints"), keep=3)
+    with pytest.warns(UserWarning, match=r"checkpoint step 4 .* corrupt .* resumed from step 2"):
+        step, restored, meta = c.restore_latest(state, sh)
+    assert step == 2 and meta["step"] == 2 and meta["solved"] == ["a"]
+    _assert_trees_equal(restored, state)
+    assert [s for s, _ in c.skipped] == [4]
+    assert c.steps() == [2]  # moved aside, with the reason next to it
+    moved = list((tmp_path / "checkpoints_corrupt").iterdir())
+    assert any(p.name.startswith("4-") and p.is_dir() for p in moved)
+    assert any(p.name.endswith(".reason.txt") for p in moved)
+    c.save(4, newer, {"step": 4})  # the step can be written again
+    c.close()
+
+
+def test_bit_flip_restores_silently_without_the_checksum(tmp_path):
+    """orbax alone returns flipped values without an error; the integrity record catches them."""
+    state, sh = _train_state(0)
+    c = ck.RunCheckpointer(str(tmp_path / "ck"), keep=2)
+    c.save(1, state, {"step": 1})
+    c.close()
+    _flip(tmp_path / "ck" / "1")
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, sh
+    )
+    raw = ocp.CheckpointManager(str(tmp_path / "ck")).restore(
+        1, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )["state"]
+    diffs = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(raw), jax.tree.leaves(state))
+    ]
+    assert any(diffs)  # silently different
+    with pytest.raises(ck.CheckpointCorrupt, match="checksum mismatch"):
+        ck.RunCheckpointer(str(tmp_path / "ck")).restore(1, state, sh)
+    with pytest.raises(RuntimeError, match="no intact checkpoint"):
+        ck.RunCheckpointer(str(tmp_path / "ck")).restore_latest(state, sh)
+
+
+def test_tree_checksums_detect_single_changes_and_ignore_layout():
+    x = jnp.arange(4096, dtype=jnp.float32).reshape(64, 64)
+    base = ck.tree_checksums({"x": x})
+    for i in (0, 123, 4095):
+        flipped = x.reshape(-1).at[i].set(x.reshape(-1)[i] + 1).reshape(64, 64)
+        assert ck.tree_checksums({"x": flipped}) != base
+    swapped = x.reshape(-1)[jnp.array([1, 0, *range(2, 4096)])].reshape(64, 64)
+    assert ck.tree_checksums({"x": swapped}) != base
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from passk_jax import sharding as S
+
+    mesh = S.make_mesh((1, 8, 1), jax.devices()[:8])
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("fsdp")))
+    assert ck.tree_checksums({"x": sharded}) == base  # same sums on any mesh
+    bits = ck.tree_checksums({"b": jnp.ones(3, bool), "h": jnp.ones(3, jnp.bfloat16)})
+    assert set(bits) == {"['b']", "['h']"}
+
+
+def test_workdir_lock_refuses_live_owner_and_replaces_stale(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    lock = ck.WorkdirLock(str(tmp_path))
+    with lock:
+        with pytest.raises(ck.WorkdirLocked, match=f"in use by live process {os.getpid()}"):
+            ck.WorkdirLock(str(tmp_path)).acquire()
+    assert not (tmp_path / "run.lock").exists()  # released
+
+    # A dead owner (a finished, reaped child) leaves a stale lock: replaced with a warning.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    info = {"pid": child.pid, "host": socket.gethostname(), "proc_start": None, "since": "x"}
+    (tmp_path / "run.lock").write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match="stale lock"):
+        with ck.WorkdirLock(str(tmp_path)):
+            assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+
+    # A live owner that is not us; then the same PID with another start time (PID reuse).
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = ck._proc_start_time(sleeper.pid)
+        info = {"pid": sleeper.pid, "host": socket.gethostname(), "proc_start": start}
+        (tmp_path / "run.lock").write_text(json.dumps(info))
+        with pytest.raises(ck.WorkdirLocked, match=str(sleeper.pid)):
+            ck.WorkdirLock(str(tmp_path)).acquire()
+        (tmp_path / "run.lock").write_text(json.dumps({**info, "proc_start": "1"}))
+        with pytest.warns(UserWarning, match="stale lock"):
+            ck.WorkdirLock(str(tmp_path)).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Another host's lock cannot be checked from here: refused, naming the file to delete.
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(ck.WorkdirLocked, match="cannot be checked"):
+        ck.WorkdirLock(str(tmp_path)).acquire()
