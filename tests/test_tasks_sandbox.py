@@ -1,73 +1,306 @@
-"""Hostile snippets against the sandbox: each must be contained, and the host left unharmed."""
+"""Containment of one sandboxed run: isolation report, memory of the whole run, clean-up, leaks."""
 
+import glob
 import os
+import pathlib
 import socket
+import tempfile
 import textwrap
 import uuid
 
 import pytest
 
-from passk_jax.tasks.sandbox import SandboxLimits, run_python
+from passk_jax.tasks.sandbox import (
+    FULL_ISOLATION,
+    IsolationError,
+    SandboxLimits,
+    remove_tree,
+    run_python,
+)
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox is POSIX-only")
+pytestmark = pytest.mark.skipif(not os.uname().sysname == "Linux", reason="Linux sandbox")
 
-FAST = SandboxLimits(timeout_s=5.0, cpu_s=3)
+FAST = SandboxLimits(timeout_s=10.0, cpu_s=5)
+MiB = 1024**2
 
 
-def _processes_of_uid(uid):
-    """Pids of live (non-zombie) processes whose real uid is ``uid``."""
-    pids = []
+def _own_leftovers():
+    tag = f"passk_sbx_{os.getpid()}_"
+    dirs = glob.glob(f"/tmp/{tag}*") + glob.glob(f"/sys/fs/cgroup/*/{tag}*")
+    dirs += glob.glob(f"/sys/fs/cgroup/*/*/{tag}*") + glob.glob(f"/sys/fs/cgroup/*/*/*/{tag}*")
+    return dirs
+
+
+def _processes_with(marker: bytes):
+    found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_full_isolation_is_obtained_and_reported():
+    r = run_python("import os\nprint(os.getuid(), sorted(os.listdir('/')))", FAST)
+    assert r.returncode == 0, r
+    assert set(FULL_ISOLATION) <= set(r.isolation), r.isolation
+    assert all(u.startswith("no cgroup") for u in r.unprotected), r.unprotected
+    if os.geteuid() == 0:  # root here and in CI: everything, cgroup and a dropped uid included
+        assert r.isolation == ("cgroup", "ipc", "mount", "net", "pid", "uid"), r.isolation
+        assert r.level == "cgroup+ipc+mount+net+pid+uid"
+        assert r.uid is not None and str(r.uid) in r.stdout
+    # Only what the interpreter needs is in the new root.
+    listed = r.stdout.split(" ", 1)[1]
+    for absent in ("'work'", "'home'", "'var'", "'run'", "'mnt'", "'opt'"):
+        assert absent not in listed, listed
+
+
+def test_unknown_isolation_name_is_an_error():
+    with pytest.raises(ValueError, match="unknown isolation"):
+        run_python("pass", FAST, min_isolation=("mount", "teleport"))
+
+
+def test_host_files_sockets_and_secrets_are_out_of_reach(tmp_path, monkeypatch):
+    token = tmp_path / "token"
+    token.write_text("secret-token")
+    token.chmod(0o600)
+    ckpt = tmp_path / "checkpoint_1"
+    ckpt.write_text("weights")
+    os.chmod(tmp_path, 0o755)
+    secret = "passk-secret-" + uuid.uuid4().hex
+    monkeypatch.setenv("PASSK_SANDBOX_TEST_SECRET", secret)
+    sock_path = f"/tmp/passk_sock_{uuid.uuid4().hex}"
+    abstract = f"\0passk_abstract_{uuid.uuid4().hex}"
+    servers = []
+    for addr in (sock_path, abstract):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(addr)
+        s.listen(4)
+        s.settimeout(0.3)
+        servers.append(s)
+    os.chmod(sock_path, 0o777)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(4)
+    tcp.settimeout(0.3)
+    escape = f"/tmp/passk_escape_{uuid.uuid4().hex}"
+    code = textwrap.dedent(
+        f"""
+        import os, socket
+        def attempt(what, fn):
+            try:
+                fn()
+                print("BREACH", what)
+            except Exception as e:
+                print("blocked", what, type(e).__name__)
+        attempt("read token", lambda: print(open({str(token)!r}).read()))
+        attempt("delete checkpoint", lambda: os.remove({str(ckpt)!r}))
+        def unix(addr):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1)
+            s.connect(addr)
+        attempt("unix socket", lambda: unix({sock_path!r}))
+        attempt("abstract socket", lambda: unix({abstract!r}))
+        attempt("tcp", lambda: socket.create_connection(("127.0.0.1", {tcp.getsockname()[1]}), 1))
+        attempt("kill trainer", lambda: os.kill({os.getpid()}, 9))
+        open({escape!r}, "w").write("private /tmp: allowed, invisible to the host")
+        print(dict(os.environ))
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    print(pid, open("/proc/%s/environ" % pid, "rb").read())
+                except OSError:
+                    pass
+        """
+    )
+    try:
+        r = run_python(code, FAST)
+        for s in (*servers, tcp):
+            with pytest.raises(TimeoutError):
+                s.accept()  # nothing connected
+    finally:
+        for s in (*servers, tcp):
+            s.close()
+        os.unlink(sock_path)
+    assert r.returncode == 0, r
+    assert "BREACH" not in r.stdout, r.stdout
+    assert r.stdout.count("blocked") >= 6, r.stdout
+    assert ckpt.read_text() == "weights" and token.read_text() == "secret-token"
+    assert secret not in r.stdout + r.stderr
+    assert not os.path.exists(escape)
+
+
+MEMORY_HOG = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    CHUNK = 16 * 1024 * 1024
+    ready_r, ready_w = os.pipe()
+    def on_usr1(signum, frame):
+        print("ALIVE", held, flush=True)
+        os._exit(0)
+    anon = []
+    for i in range(6):  # 6 x 96 MiB of anonymous memory, each held until the end
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGUSR1, on_usr1)
+            keep, held = [], 0
+            try:
+                while held < 96 * 1024 * 1024:
+                    keep.append(bytearray(b"x" * CHUNK))
+                    held += CHUNK
+            except MemoryError:
+                pass
+            os.write(ready_w, b"r")
+            while True:
+                signal.pause()
+        anon.append(pid)
+    for path in ("/dev/shm/f", "/tmp/f"):  # 2 x 192 MiB of memory-backed files
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with open(path, "wb") as f:
+                    for _ in range(12):
+                        f.write(b"y" * CHUNK)
+                        f.flush()
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+    ready, deadline = 0, time.time() + 20
+    while time.time() < deadline:
+        dead = sum(1 for p in anon if os.waitpid(p, os.WNOHANG)[0] == p)
+        os.set_blocking(ready_r, False)
         try:
-            with open(f"/proc/{entry}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            ready += len(os.read(ready_r, 64))
+        except BlockingIOError:
+            pass
+        anon = [p for p in anon if os.path.exists("/proc/%d" % p)]
+        if ready + (6 - len(anon)) >= 6 or not anon:
+            break
+        time.sleep(0.05)
+    for p in anon:
+        try:
+            os.kill(p, signal.SIGUSR1)
+            os.waitpid(p, 0)
         except OSError:
-            continue
-        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
-            pids.append(int(entry))
-    return pids
+            pass
+    sizes = [os.path.getsize(p) if os.path.exists(p) else 0 for p in ("/dev/shm/f", "/tmp/f")]
+    print("FILES", sum(sizes), flush=True)
+    """
+)
 
 
-def test_plain_program_runs_with_minimal_environment():
-    r = run_python("import os, sys\nprint('hello', sorted(os.environ))\nprint(os.getcwd())", FAST)
-    assert r.returncode == 0 and not r.timed_out, r
-    assert "hello" in r.stdout
-    assert "['HOME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE']" in r.stdout
-    assert "passk_sbx_" in r.stdout  # cwd is the fresh temporary directory
+def held_at_the_end(stdout):
+    """Bytes held at one moment: anonymous memory of the survivors plus the files' sizes."""
+    total = 0
+    for line in stdout.splitlines():
+        tag, _, value = line.partition(" ")
+        if tag in ("ALIVE", "FILES") and value.strip().isdigit():
+            total += int(value)
+    return total
 
 
-def test_isolation_mechanisms_reported():
-    r = run_python("pass", FAST)
-    if os.geteuid() == 0:
-        # Root here and in CI: the full mechanism is expected (fails loudly if it regresses).
-        assert r.isolation == {"net": "netns", "fs": "mountns+uid", "pid": "pidns"}, r.isolation
-        assert r.uid is not None and r.uid != 0
-    assert set(r.isolation) == {"net", "fs", "pid"}
+def test_summed_memory_of_all_processes_and_tmpfs_stays_within_the_limit():
+    limit = 256 * MiB
+    r = run_python(MEMORY_HOG, SandboxLimits(timeout_s=40.0, cpu_s=30, memory_bytes=limit))
+    # Unbounded, the run would hold 6 x 96 + 2 x 192 = 960 MiB at the end.
+    if "cgroup" in r.isolation:
+        assert "FILES" in r.stdout, r  # the run's main process survived and measured
+        assert r.memory_peak_bytes is not None and r.memory_peak_bytes <= limit
+    assert held_at_the_end(r.stdout) <= limit, r.stdout
 
 
-def test_infinite_loop_is_killed():
+def test_no_ipc_object_temp_dir_process_or_cgroup_survives_a_run():
+    key = int.from_bytes(os.urandom(3), "little") + 0x100000
+    marker = f"{uuid.uuid4().int % 10**6}.{os.getpid() % 1000}"
+    code = textwrap.dedent(
+        f"""
+        import ctypes, os, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        shmid = libc.shmget({key}, 1 << 20, 0o1666)  # IPC_CREAT | 0666, never removed
+        addr = libc.shmat(shmid, None, 0)
+        print("shm", shmid, flush=True)
+        with open("/dev/shm/posix_leak", "w") as f:
+            f.write("left behind")
+        with open("/tmp/tmp_leak", "w") as f:
+            f.write("left behind")
+        if os.fork() == 0:  # a double-forked daemon
+            os.setsid()
+            if os.fork() == 0:
+                os.execv("/bin/sleep", ["sleep", "{marker}"])
+            os._exit(0)
+        time.sleep(0.3)
+        print("parent done", flush=True)
+        """
+    )
+    r = run_python(code, FAST)
+    assert "parent done" in r.stdout and "shm -1" not in r.stdout, r
+    with open("/proc/sysvipc/shm") as f:
+        keys = {int(line.split()[0]) for line in list(f)[1:]}
+    assert key not in keys
+    assert not os.path.exists("/dev/shm/posix_leak") and not os.path.exists("/tmp/tmp_leak")
+    assert _processes_with(marker.encode()) == []
+    assert _own_leftovers() == []
+    # A second run sees nothing the first left.
+    probe = f"import ctypes\nprint('seen', ctypes.CDLL(None).shmget({key}, 0, 0))"
+    r2 = run_python(probe, FAST)
+    assert "seen -1" in r2.stdout, r2
+
+
+def test_deep_directory_chain_is_cleaned_without_error():
+    code = textwrap.dedent(
+        """
+        import os
+        for root in ("/sandbox" if os.path.isdir("/sandbox") else ".", "/tmp"):
+            os.chdir(root)
+            for _ in range(3000):
+                os.mkdir("d")
+                os.chdir("d")
+            os.chmod(".", 0o500)
+        print("built", flush=True)
+        """
+    )
+    r = run_python(code, SandboxLimits(timeout_s=30.0))
+    assert "built" in r.stdout, r
+    assert _own_leftovers() == []
+    # The host-side remover itself: 3000 levels (paths far beyond PATH_MAX), read-only directories,
+    # symlinks out. On tmpfs: rmdir on this machine's ext4 (mounted with discard) takes ~3 ms.
+    tmp_path = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    path = str(tmp_path / "deep")
+    os.mkdir(path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    fd = os.open(path, os.O_RDONLY)
+    for i in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        new = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = new
+        if i % 500 == 0:
+            os.symlink(str(outside), "link", dir_fd=fd)
+    os.chmod(fd, 0o500)
+    os.close(fd)
+    os.chmod(path, 0o500)
+    assert remove_tree(path) is True
+    assert not os.path.exists(path) and outside.read_text() == "keep"
+    assert remove_tree(str(tmp_path / "missing")) is True
+    assert remove_tree(str(tmp_path)) is True
+
+
+def test_time_limits_and_process_limit():
     r = run_python("while True:\n    pass\n", SandboxLimits(timeout_s=1.0, cpu_s=30))
-    assert r.timed_out and r.returncode is None
-    assert r.duration_s < 10
+    assert r.timed_out and r.returncode is None and r.duration_s < 5
     r = run_python("while True:\n    pass\n", SandboxLimits(timeout_s=30.0, cpu_s=1))
-    assert not r.timed_out and r.returncode != 0  # SIGXCPU / SIGKILL from RLIMIT_CPU
-    assert r.duration_s < 10
-
-
-def test_memory_bomb_fails():
-    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 * 1024))\n"
-    r = run_python(code, SandboxLimits(timeout_s=10.0, memory_bytes=256 * 1024**2))
-    assert r.returncode != 0 and "MemoryError" in r.stderr, r
-
-
-def test_bounded_process_spawning_is_stopped_and_reaped():
+    assert not r.timed_out and r.returncode != 0 and r.duration_s < 10
     code = textwrap.dedent(
         """
         import os, time
         started = 0
-        for _ in range(200):  # bounded: never more than 200 attempts
+        for _ in range(200):
             try:
                 pid = os.fork()
             except OSError:
@@ -81,96 +314,27 @@ def test_bounded_process_spawning_is_stopped_and_reaped():
     )
     r = run_python(code, SandboxLimits(timeout_s=10.0, nproc=16))
     assert r.returncode == 0, r
-    started = int(r.stdout.split()[-1])
-    assert started < 20  # RLIMIT_NPROC stopped it (16 processes of the sandbox uid)
-    if r.uid is not None:
-        assert _processes_of_uid(r.uid) == []  # every child was killed
+    assert int(r.stdout.split()[-1]) < 16
 
 
-def test_escaped_session_children_are_killed():
-    # A child that calls setsid() leaves the process group; the PID namespace (or uid sweep) gets it.
-    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('parent done')\n"
-    r = run_python(code, FAST)
-    assert "parent done" in r.stdout
-    if r.uid is not None:
-        assert _processes_of_uid(r.uid) == []
+def test_output_volume_neither_blocks_nor_kills_the_program():
+    code = "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 100_000)\nprint('END')"
+    r = run_python(code, SandboxLimits(timeout_s=20.0, output_bytes=1000))
+    assert r.returncode == 0 and not r.timed_out, r
+    assert len(r.stdout) == 1000
 
 
-def test_writes_outside_the_directory_fail(tmp_path):
-    tag = uuid.uuid4().hex
-    targets = [str(tmp_path / f"escape_{tag}")]
-    r0 = run_python("pass", FAST)
-    if r0.isolation["fs"].startswith("mountns"):
-        # World-writable places are only protected by the read-only mount view.
-        targets += [f"/tmp/passk_escape_{tag}", f"/dev/shm/passk_escape_{tag}"]
-        targets.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"escape_{tag}"))
-    code = textwrap.dedent(
-        f"""
-        import os
-        for path in {targets!r}:
-            try:
-                with open(path, "w") as f:
-                    f.write("pwned")
-                print("WROTE", path)
-            except OSError as e:
-                print("blocked", path, type(e).__name__)
-        with open("inside.txt", "w") as f:  # the work directory itself is writable
-            f.write("ok")
-        print("inside ok")
-        """
-    )
-    r = run_python(code, FAST)
-    assert "inside ok" in r.stdout, r
-    assert "WROTE" not in r.stdout, r.stdout
-    for path in targets:
-        assert not os.path.exists(path), path
-
-
-def test_network_connection_to_local_listener_fails():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        port = server.getsockname()[1]
-        code = textwrap.dedent(
-            f"""
-            import socket
-            try:
-                s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
-                s.sendall(b"leak")
-                print("CONNECTED")
-            except OSError as e:
-                print("blocked", type(e).__name__, e)
-            """
-        )
-        r = run_python(code, FAST)
-        assert "CONNECTED" not in r.stdout and "blocked" in r.stdout, r
-        server.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            server.accept()  # the listener accepted nothing
-
-
-def test_environment_secret_is_not_readable(monkeypatch):
-    secret = "passk-secret-" + uuid.uuid4().hex
-    monkeypatch.setenv("PASSK_SANDBOX_TEST_SECRET", secret)
-    code = textwrap.dedent(
-        f"""
-        import os
-        print(dict(os.environ))
-        for pid in ("self", "1", "{os.getpid()}", str(os.getppid())):
-            try:
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    print(pid, f.read())
-            except OSError as e:
-                print(pid, "blocked", type(e).__name__)
-        """
-    )
-    r = run_python(code, FAST)
-    assert r.returncode == 0, r
-    assert secret not in r.stdout and secret not in r.stderr
-
-
-def test_output_is_capped():
-    r = run_python(
-        "import sys\nsys.stdout.write('x' * 10_000_000)\n", SandboxLimits(output_bytes=1000)
-    )
-    assert len(r.stdout) <= 1000
+def test_explicit_opt_in_states_what_is_unprotected():
+    with pytest.warns(RuntimeWarning, match="opted in"):
+        r = run_python("print('ok')", FAST, min_isolation=(), isolate=False)
+    assert r.stdout == "ok\n" and r.isolation == ()
+    assert {u.split(":")[0] for u in r.unprotected} == {
+        "no mount",
+        "no pid",
+        "no net",
+        "no ipc",
+        "no cgroup",
+    }
+    with pytest.raises(IsolationError, match="refusing to run model code"):
+        run_python("print('never')", FAST, isolate=False)
+    assert _own_leftovers() == []

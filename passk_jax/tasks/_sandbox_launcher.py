@@ -306,6 +306,8 @@ def main():
         set_ipc_limits(cfg["limits"]["memory_bytes"])
     else:
         cfg["cwd"] = cfg["workdir"]
+        if not cfg["uid_without_mount"]:  # the interpreter is not reachable by another uid
+            uid = None
         if uid is not None:
             os.chown(cfg["workdir"], uid, uid)
     if uid is not None:

@@ -220,12 +220,30 @@ def _binds(python: str) -> list[str]:
     return out
 
 
+def _world_reachable(path: str) -> bool:
+    """Whether any user may execute ``path``: every ancestor o+x, the file o+x."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
 def remove_tree(path: str) -> bool:
     """Delete ``path`` and everything under it without recursion; never raises.
 
-    Walks with an explicit stack (any depth: a 3000-deep chain of directories is fine), makes
-    directories writable before emptying them, never follows symlinks. Returns whether ``path``
-    is gone.
+    Works from directory descriptors (``openat``-style), so neither the depth nor the length of the
+    paths matters (a 3000-deep chain, far beyond ``PATH_MAX``, is fine); never follows symlinks;
+    makes directories writable before emptying them; gives up on an entry that cannot be removed
+    instead of retrying it. Returns whether ``path`` is gone.
     """
     try:
         st = os.lstat(path)
@@ -239,35 +257,78 @@ def remove_tree(path: str) -> bool:
         except OSError:
             pass
         return not os.path.lexists(path)
-    stack = [path]
-    budget = 10_000_000  # entries visited at most: bounded work even if something keeps refilling
-    while stack and budget > 0:
-        top = stack[-1]
-        try:
-            os.chmod(top, 0o700)
-        except OSError:
-            pass
-        pushed = False
-        try:
-            with os.scandir(top) as it:
-                for entry in it:
-                    budget -= 1
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            pushed = True
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        cur = os.open(path, flags)
+    except OSError:
+        return False
+    names: list[str] = []  # the chain of directory names from ``path`` down to ``cur``
+    stuck: set[tuple[int, int]] = set()
+    budget = 10_000_000  # bounded work whatever happens
+    try:
+        while budget > 0:
+            budget -= 1
+            try:
+                os.chmod(cur, 0o700)
+            except OSError:
+                pass
+            child = None
+            try:
+                with os.scandir(cur) as it:
+                    for entry in it:
+                        budget -= 1
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if (info.st_dev, info.st_ino) in stuck:
+                            continue
+                        if stat.S_ISDIR(info.st_mode):
+                            child = entry.name
                             break
-                        os.unlink(entry.path)
+                        try:
+                            os.unlink(entry.name, dir_fd=cur)
+                        except OSError:
+                            stuck.add((info.st_dev, info.st_ino))
+            except OSError:
+                pass
+            if child is not None:
+                try:
+                    new = os.open(child, flags, dir_fd=cur)
+                except OSError:
+                    try:
+                        info = os.stat(child, dir_fd=cur, follow_symlinks=False)
+                        stuck.add((info.st_dev, info.st_ino))
                     except OSError:
                         pass
+                    continue
+                os.close(cur)
+                cur = new
+                names.append(child)
+                continue
+            if not names:
+                break
+            try:
+                parent = os.open("..", flags & ~getattr(os, "O_NOFOLLOW", 0), dir_fd=cur)
+            except OSError:
+                break
+            here = os.fstat(cur)
+            os.close(cur)
+            cur = parent
+            name = names.pop()
+            try:
+                os.rmdir(name, dir_fd=cur)
+            except OSError:
+                stuck.add((here.st_dev, here.st_ino))
+    finally:
+        try:
+            os.close(cur)
         except OSError:
             pass
-        if not pushed:
-            stack.pop()
-            try:
-                os.rmdir(top)
-            except OSError:
-                budget -= 1
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
     return not os.path.lexists(path)
 
 
@@ -546,6 +607,7 @@ class SandboxProcess:
             "python": python,
             "binds": _binds(python),
             "uid": self.uid,
+            "uid_without_mount": self.uid is not None and _world_reachable(python),
             "isolate": bool(isolate),
             "require": list(self.require),
             "cgroups": self.cgroups.procs_files if self.cgroups else [],
