@@ -200,7 +200,7 @@ def set_ipc_limits(limit):
         write_file(f"/proc/sys/kernel/{name}", str(value))
 
 
-def exec_program(cfg, uid, in_userns):
+def exec_program(cfg, uid):
     """In the program's process: fds, rlimits, uid, then exec the interpreter."""
     lim = cfg["limits"]
     keep = [os.dup2(fd, 200 + i) for i, fd in enumerate(cfg["pass_fds"])]
@@ -219,8 +219,9 @@ def exec_program(cfg, uid, in_userns):
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    if uid is not None or in_userns:
-        resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
+    # Counts every process of the uid (of the user namespace, where there is one): without a
+    # dropped uid or a user namespace that includes the trainer's, so forking may fail outright.
+    resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     os.chdir(cfg["cwd"])
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": cfg["cwd"], "TMPDIR": "/tmp"}
@@ -321,12 +322,12 @@ def main():
         os._exit(0)
     if "pid" not in got:  # no namespace to supervise: the launcher becomes the program
         status.close()
-        exec_program(cfg, uid, in_userns)
+        exec_program(cfg, uid)
     pid = os.fork()
     if pid == 0:
         try:
             status.close()
-            exec_program(cfg, uid, in_userns)
+            exec_program(cfg, uid)
         finally:
             os._exit(127)
     code = supervise(pid, status, cfg, poll_memory="cgroup" not in got)

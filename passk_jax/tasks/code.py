@@ -52,6 +52,7 @@ import re
 import select
 import struct
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ from passk_jax.tasks.sandbox import (
     SandboxLimits,
     SandboxProcess,
     isolation_available,
+    unprotected,
 )
 
 __all__ = [
@@ -665,6 +667,14 @@ class CodeTask(TaskBase):
 
             raise IsolationError(_refusal(missing, got))
         self.isolation = got
+        if not set(FULL_ISOLATION) <= set(got):
+            warnings.warn(
+                f"CodeTask: sandbox isolation is {'+'.join(got) or 'none'} (opted in with "
+                f"min_isolation={self.min_isolation!r}); not protected: "
+                + "; ".join(unprotected(got)),
+                RuntimeWarning,
+                stacklevel=2,
+            )
         rows: dict[str, list[Mapping[str, Any]]] = {"train": [], "eval": []}
         for split, path in (("train", train_path), ("eval", eval_path)):
             if path is not None:

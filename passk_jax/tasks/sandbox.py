@@ -75,6 +75,7 @@ __all__ = [
     "reap_leftovers",
     "remove_tree",
     "run_python",
+    "unprotected",
 ]
 
 FULL_ISOLATION: tuple[str, ...] = ("mount", "pid", "net", "ipc")
@@ -859,6 +860,9 @@ def isolation_available(refresh: bool = False) -> tuple[str, ...]:
     """The mechanisms a run obtains in this process's deployment (probed once with a no-op run)."""
     key = (os.geteuid(), True)
     if refresh or key not in _probe_cache:
-        res = run_python("pass", SandboxLimits(timeout_s=30.0), min_isolation=())
-        _probe_cache[key] = res.isolation
+        proc = SandboxProcess("pass", SandboxLimits(timeout_s=30.0), min_isolation=())
+        try:
+            proc.wait()
+        finally:
+            _probe_cache[key] = proc.result().isolation
     return _probe_cache[key]
