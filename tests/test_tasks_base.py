@@ -1,21 +1,28 @@
 """Tests of the shared task machinery: registry, extraction helpers, safe rewards, timeouts."""
 
 import math
+import os
+import re
 import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from passk_jax.tasks import TASKS, make_task
 from passk_jax.tasks.base import (
+    Prompt,
+    ScorerConfigError,
     ScoreTimeout,
+    TaskBase,
     alarm_timeout,
     extract_answer,
     extract_answer_tag,
     extract_boxed,
     fuzz_completions,
     safe_reward,
+    score_batch_serial,
 )
 
 
@@ -75,3 +82,62 @@ def test_fuzz_generator_is_deterministic():
     a, b = fuzz_completions(0, 100), fuzz_completions(0, 100)
     assert a == b and a != fuzz_completions(1, 100)
     assert any("<answer>" in s for s in a) and any("\\boxed" in s for s in a)
+
+
+class _Hanging(TaskBase):
+    """A task whose scorer hangs on some inputs (pure Python, or inside C code)."""
+
+    name = "hanging"
+    score_deadline_s = 1.0
+
+    def _split(self, split):
+        return [Prompt(text="p", target=None, meta={}, uid="hanging/0")]
+
+    def _score(self, prompt, completion):
+        if completion == "loop":
+            while True:
+                pass
+        if completion == "c-regex":  # catastrophic backtracking inside the C regex engine
+            return float(re.match(r"(a+)+$", "a" * 64 + "b") is not None)
+        if completion == "config":
+            raise ScorerConfigError("no sandbox here")
+        if completion == "die":
+            os._exit(3)
+        return 1.0
+
+
+def test_score_batch_enforces_deadlines_in_parallel():
+    task = _Hanging()
+    p = task.prompts("train")[0]
+    task.score_batch([p], ["warm"])  # start the scorer processes outside the timing
+    items = ["ok", "loop", "ok", "c-regex", "die", "ok"]
+    start = time.perf_counter()
+    rewards = task.score_batch([p] * len(items), items, workers=2)
+    elapsed = time.perf_counter() - start
+    np.testing.assert_array_equal(rewards, [1, 0, 1, 0, 0, 1])
+    assert rewards.dtype == np.float32
+    assert elapsed < 2 * (task.score_deadline_s + 1) + 1, elapsed  # two overruns, in parallel
+    for bad in ("loop", "c-regex"):  # one call: at most the deadline plus 1 s
+        start = time.perf_counter()
+        assert task.score(p, bad) == 0.0
+        assert time.perf_counter() - start <= task.score_deadline_s + 1.0
+    assert task.score(p, "ok") == 1.0
+    with pytest.raises(ScorerConfigError, match="no sandbox"):
+        task.score_batch([p, p], ["ok", "config"])
+    with pytest.raises(ValueError, match="prompts but"):
+        task.score_batch([p], ["a", "b"])
+    assert task.score_batch([], []).shape == (0,)
+    task.close_scorers()
+
+
+def test_parallel_equals_serial_on_a_real_task():
+    from passk_jax.tasks.maze import MazeTask
+
+    maze = MazeTask(sizes=5, num_train=8, num_eval=8, seed=0)
+    prompts = maze.prompts("eval") * 4
+    completions = [p.target if i % 3 else "<answer>LL</answer>" for i, p in enumerate(prompts)]
+    serial = score_batch_serial(maze, prompts, completions)
+    parallel = maze.score_batch(prompts, completions, workers=2)
+    np.testing.assert_array_equal(serial, parallel)
+    assert 0 < parallel.sum() < len(prompts)
+    maze.close_scorers()

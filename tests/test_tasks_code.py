@@ -9,9 +9,12 @@ import pytest
 from passk_jax.tasks import make_task
 from passk_jax.tasks.base import Task, fuzz_completions
 from passk_jax.tasks.code import (
+    CandidateError,
     CodeTask,
+    _defines,
     build_program,
-    count_passed,
+    decode_value,
+    encode_value,
     extract_code,
     problem_from_row,
 )
@@ -103,10 +106,62 @@ def test_partial_credit_survives_a_hanging_test():
     assert t.score(t.prompts("train")[0], code) == pytest.approx(2 / 3)
 
 
-def test_forged_pass_lines_without_the_nonce_do_not_count():
-    assert count_passed("abc PASS 0\nabc PASS 0\nabc PASS 7\nxyz PASS 1", "abc", 3) == 1
-    program = build_program(problem_from_row(MBPP), "print('PASS 0')", "n0nce")
-    assert "n0nce" in program
+def test_values_cross_as_data_only():
+    for v in [
+        None,
+        True,
+        0,
+        -(2**80),
+        1.5,
+        float("inf"),
+        1 + 2j,
+        "s",
+        b"\x00",
+        [1, (2, {3})],
+        {"k": frozenset({1})},
+        {(1, 2): [None]},
+    ]:
+        back = decode_value(encode_value(v))
+        assert back == v and type(back) is type(v)
+    assert decode_value(encode_value(True)) is True
+    for bad in [["x"], ["d", [1]], ["s", ["l"]], {"a": 1}, ["f", "nope"], 1.5]:
+        with pytest.raises(CandidateError):
+            decode_value(bad)
+    deep = 1
+    for _ in range(1000):
+        deep = ["l", deep]
+    with pytest.raises(CandidateError):
+        decode_value(deep)
+    with pytest.raises(TypeError):
+        encode_value(object())
+
+
+def test_candidate_exceptions_and_argument_mutation(task):
+    problem = {
+        "prompt": "",
+        "tests": [
+            "try:\n    f(-1)\n    assert False\nexcept ValueError:\n    pass",
+            "xs = [3, 1, 2]\nf(xs)\nassert xs == [1, 2, 3]",
+            "assert list(g(3)) == [0, 1, 2]",
+        ],
+        "setup": "",
+        "entry_point": None,
+    }
+    code = (
+        "def f(x):\n    if x == -1:\n        raise ValueError('neg')\n    x.sort()\n"
+        "def g(n):\n    yield from range(n)\n"
+    )
+    t = CodeTask(problems={"train": [problem]}, limits=LIMITS, max_workers=1)
+    assert t.score(t.prompts("train")[0], code) == 1.0
+    t.close_scorers()
+
+
+def test_defines_is_linear_on_blank_lines():
+    code = "\n" * 40_000 + "def add(a, b):\n    return a + b\n"
+    start = time.perf_counter()
+    assert _defines(code, "add") and not _defines("\n" * 40_000, "add")
+    assert _defines("    async   def add (x):", "add") and not _defines("# def add(", "add")
+    assert time.perf_counter() - start < 0.5
 
 
 def test_fuzz_10000_strings_build_and_sample_run(task):
@@ -116,7 +171,7 @@ def test_fuzz_10000_strings_build_and_sample_run(task):
     start = time.perf_counter()
     for s in strings:
         extract_code(s)
-        build_program(problem, s, "nonce")
+        build_program(problem, s)
     assert time.perf_counter() - start < 10
     sample = strings[:16]
     rewards = task.score_batch([task.prompts("eval")[0]] * len(sample), sample)

@@ -13,6 +13,7 @@ from passk_jax.tasks import make_task  # noqa: E402
 from passk_jax.tasks.base import Task, fuzz_completions  # noqa: E402
 from passk_jax.tasks.math_task import (  # noqa: E402
     MathTask,
+    _verify_cached,
     extract_model_answer,
     gold_answer,
     is_explosive,
@@ -43,10 +44,15 @@ def tasks(tmp_path_factory):
     d = tmp_path_factory.mktemp("math")
     m = _write(d / "math.jsonl", MATH_ROWS)
     g = _write(d / "gsm.jsonl", GSM_ROWS)
-    return (
+    out = (
         make_task("math", train_path=m, eval_path=m),
         make_task("gsm8k", train_path=g, eval_path=g),
     )
+    for t in out:  # start the scorer processes (the first start preloads sympy)
+        t.score_batch(t.prompts("eval")[:1], ["0"])
+    yield out
+    for t in out:
+        t.close_scorers()
 
 
 def test_loading_and_gold(tasks):
@@ -161,3 +167,47 @@ def test_fuzz_10000_strings_never_raise(tasks):
         rewards = task.score_batch([prompts[i % len(prompts)] for i in range(10_000)], strings)
         assert time.perf_counter() - start < 60
         assert set(np.unique(rewards)) <= {0.0, 1.0}
+
+
+class _Unfiltered(MathTask):
+    """MathTask without its cheap filters: sympy itself sees the pathological answer."""
+
+    def _score(self, prompt, completion):
+        return float(_verify_cached(str(prompt.meta["gold"]), extract_model_answer(completion)))
+
+
+PATHOLOGICAL = [
+    "\\boxed{(10^{9999})^{9999}}",
+    "\\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}",
+    "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+    "1" * 1_000_000,
+    "\\boxed{" + "x" * 1_000_000 + "}",
+    "<answer>" * 200_000 + "</answer>",
+    "\\frac{" * 50_000,
+    "9" * 1_000_000 + "!",
+]
+
+
+def test_pathological_inputs_score_zero_within_the_deadline(tmp_path):
+    rows = [{"problem": "p", "solution": "\\boxed{2}"}]
+    path = _write(tmp_path / "m.jsonl", rows)
+    task = MathTask("math", train_path=path, eval_path=path, timeout_s=2.0)
+    raw = _Unfiltered("math", train_path=path, eval_path=path, timeout_s=2.0)
+    p = task.prompts("eval")[0]
+    for t in (task, raw):
+        t.score_batch([p], ["2"])  # warm scorer processes
+    for t in (task, raw):
+        for bomb in PATHOLOGICAL[:2] if t is raw else PATHOLOGICAL:
+            start = time.perf_counter()
+            assert t.score(p, bomb) == 0.0, bomb[:40]
+            elapsed = time.perf_counter() - start
+            assert elapsed <= t.score_deadline_s + 1.0, (bomb[:40], elapsed)
+    assert raw.score(p, "\\boxed{2}") == 1.0 and task.score(p, "2") == 1.0
+    # The same inputs in one batch: every item bounded, the batch finishes.
+    start = time.perf_counter()
+    rewards = raw.score_batch([p] * 4, PATHOLOGICAL[:2] + ["\\boxed{2}", "3"], workers=2)
+    assert rewards.tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert time.perf_counter() - start <= 2 * (raw.score_deadline_s + 1.0)
+    for t in (task, raw):
+        t.close_scorers()
