@@ -367,3 +367,126 @@ def test_prompt_truncation_keeps_bos_and_end():
     ev.ks = [17]
     with pytest.raises(ValueError, match="eval.ks"):
         rl._eval_ks(ev)
+
+
+# ----------------------------------------------------------------------------------------------------
+# One RL step composed in process, checked against an independent recomputation.
+
+
+def _quick_config(arg: str = "quick"):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("maze_tiny_rl", CONFIG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(arg)
+
+
+def _np_sampling_logp(logits, temperature, top_k, top_p):
+    """NumPy float64 reference of the sampling distribution's log-probs (top-k, then top-p)."""
+    import numpy as np
+
+    x = np.asarray(logits, np.float64) / temperature
+    kth = np.sort(x, axis=-1)[..., -top_k][..., None]
+    x = np.where(x >= kth, x, -np.inf)
+    srt = np.sort(x, axis=-1)[..., ::-1]
+    p = np.exp(srt - srt[..., :1])
+    p /= p.sum(-1, keepdims=True)
+    before = np.cumsum(p, -1) - p
+    n_keep = (before < top_p).sum(-1, keepdims=True)
+    cut = np.take_along_axis(srt, n_keep - 1, -1)
+    x = np.where(x >= cut, x, -np.inf)
+    m = x.max(-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
+
+
+def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
+    """``_Run.step`` + ``finish`` (sample -> score_batch -> jitted learner step) from the trained
+    quick run's step-4 state, with top-k / top-p set: every key of the record, and its values
+    recomputed independently (NumPy entropy of the truncated distribution, weights from the
+    estimator, k from the schedule, rewards from ``task.score`` one by one)."""
+    import jax
+    import numpy as np
+
+    from passk_jax import checkpoints as ck
+    from passk_jax import estimators as E
+    from passk_jax import metrics as M
+    from passk_jax import rl
+    from passk_jax import sampler as SMP
+    from passk_jax.models import gemma2
+
+    temperature, top_k, top_p, step = 1.1, 6, 0.95, 4
+    config = _quick_config()
+    config.rl.update(temperature=temperature, top_k=top_k, top_p=top_p, prompts_per_step=16)
+    config.k_schedule = {"kind": "step", "k_start": 8, "k_end": 2, "at": step}
+    run = rl.build(config, str(tmp_path))
+    state, sh = run.init_state()
+    state, _ = ck.RunCheckpointer(str(quick_run[0] / "checkpoints")).restore(4, state, sh)
+    params0 = jax.device_get(state.params)
+    rng = np.asarray(state.rng)
+    _, pending = run.step(state, sh, step, rng)
+    record = run.finish(pending, M.CumulativeSolve(len(run.train_prompts)), M.HealthMonitor())
+    train_keys = (
+        "clip_frac clipped cum_solve_rate clipped_frac entropy grad_norm k length loss num_tokens "
+        "pg_loss ratio reward_mean sampled_neg_logp solve_any weight_abs_max weight_abs_mean "
+        "weight_mean weights_nonfinite"
+    ).split()
+    assert set(record) == {f"train/{k}" for k in train_keys} | {"time/sample_s", "time/score_s"}
+
+    # Independent recomputation: same key, same prompts, the sampler called directly.
+    k_sample = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(rng), step))[0]
+    prompts = [run.train_prompts[i] for i in run.batch_for(step)]
+    toks, pmask = rl._encode_prompts(run.tok, prompts)
+    g, t = config.rl.num_samples, config.rl.max_new_tokens
+    out = SMP.sample(
+        params0, run.model_config, toks, pmask, num_samples=g, max_new_tokens=t, rng=k_sample,
+        temperature=temperature, top_k=top_k, top_p=top_p, eos_id=run.tok.eos_id,
+        pad_id=run.tok.pad_id, decode_phases=1,
+    )  # fmt: skip
+    tokens, mask, logp = (np.asarray(x) for x in (out.tokens, out.mask, out.logprobs))
+    texts = [
+        [run.tok.decode([int(x) for x, m in zip(tokens[p, j], mask[p, j]) if m]) for j in range(g)]
+        for p in range(len(prompts))
+    ]
+    rewards = np.array(
+        [[run.task.score(prompts[p], s) for s in row] for p, row in enumerate(texts)]
+    )
+    np.testing.assert_array_equal(pending.rewards, rewards)
+    k = 2  # the schedule: 8 before step 4, 2 from step 4 on
+    w = np.asarray(E.pkpo_rewards(rewards.astype(np.float32), k, "sloo_minus_one"))
+    assert np.abs(w).max() > 0, "no solve in this batch: the weight checks would be vacuous"
+    ntok = mask.sum()
+    want = {
+        "train/k": k,
+        "train/reward_mean": rewards.mean(),
+        "train/solve_any": (rewards >= 1).any(-1).mean(),
+        "train/cum_solve_rate": (rewards >= 1).any(-1).sum() / len(run.train_prompts),
+        "train/weight_mean": w.mean(),
+        "train/weight_abs_mean": np.abs(w).mean(),
+        "train/weight_abs_max": np.abs(w).max(),
+        "train/weights_nonfinite": 0.0,
+        "train/num_tokens": float(ntok),
+        "train/length": mask.sum(-1).mean(),
+        "train/sampled_neg_logp": -(logp * mask).sum() / ntok,
+        "train/ratio": 1.0,  # on-policy, with the same truncated distribution in the loss
+        "train/clip_frac": 0.0,
+        "train/clipped": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
+        "train/clipped_frac": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
+    }
+    for key, v in want.items():
+        assert math.isclose(record[key], v, rel_tol=1e-4, abs_tol=1e-5), (key, record[key], v)
+    # Entropy of the sampling distribution (truncated), from a cache-free forward pass in NumPy.
+    p, tp = toks.shape
+    seq = np.concatenate([np.repeat(toks, g, 0), tokens.reshape(p * g, t)], 1)
+    seq_mask = np.concatenate([np.repeat(pmask, g, 0), mask.reshape(p * g, t)], 1)
+    logits = np.asarray(gemma2.sequence_logits(params0, seq, seq_mask, run.model_config))
+    lp = _np_sampling_logp(logits[:, tp - 1 : tp + t - 1], temperature, top_k, top_p)
+    ent = -(np.exp(lp) * np.where(np.isfinite(lp), lp, 0.0)).sum(-1)
+    m = mask.reshape(p * g, t)
+    assert math.isclose(record["train/entropy"], (ent * m).sum() / m.sum(), rel_tol=1e-4)
+    # The sampler's log-probs are those of the same distribution.
+    picked = np.take_along_axis(lp, tokens.reshape(p * g, t, 1), -1)[..., 0]
+    np.testing.assert_allclose(picked[m], logp.reshape(p * g, t)[m], atol=1e-4)
+    # pg_loss = -(1/B) sum_b w_b sum_t logp (REINFORCE, seq_mean_token_sum)
+    pg = -(w.reshape(-1) * (logp.reshape(p * g, t) * m).sum(-1)).mean()
+    assert math.isclose(record["train/pg_loss"], pg, rel_tol=1e-3, abs_tol=1e-6)
