@@ -79,6 +79,39 @@ __all__ = [
     "sequence_logits",
 ]
 
+# Rematerialisation policies for the decoder blocks of the training forward pass (``Gemma2Config.remat``):
+# "none" keeps every activation for the backward pass; "full" recomputes each block from its input
+# (only the residual stream between blocks is stored); the others are ``jax.checkpoint_policies``
+# that save some intermediates (e.g. every matmul output) and recompute the rest.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_saveable,
+    "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,
+}
+
+
+def constrain(x: Array, batch_axes: tuple[str, ...] | None) -> Array:
+    """Pins an activation's leading (batch) axis to ``batch_axes`` of the mesh in context.
+
+    A no-op when ``batch_axes`` is None, when no mesh is set (``jax.set_mesh``), or when the batch
+    does not divide evenly over those axes. Without such constraints XLA may keep the residual
+    stream split along the model dimension, so that every device computes the whole batch.
+    """
+    if not batch_axes:
+        return x
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+    size = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if size <= 1 or x.shape[0] % size:
+        return x
+    spec = jax.sharding.PartitionSpec(axes, *([None] * (x.ndim - 1)))
+    return lax.with_sharding_constraint(x, spec)
+
+
 # A large finite negative (not -inf) so a fully masked row gives a uniform softmax, never NaN.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -106,8 +139,24 @@ class Gemma2Config:
     param_dtype: str = "float32"
     rms_norm_eps: float = 1e-6
     rope_base_frequency: float = 10_000.0
+    # Memory levers (no effect on the function computed; see ``REMAT_POLICIES`` / ``constrain``).
+    remat: str = "none"
+    activation_batch_axes: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(
+                f"remat={self.remat!r} is not a rematerialisation policy; choose one of "
+                f"{sorted(REMAT_POLICIES)}."
+            )
+        if self.activation_batch_axes is not None and not (
+            isinstance(self.activation_batch_axes, tuple)
+            and all(isinstance(a, str) for a in self.activation_batch_axes)
+        ):
+            raise ValueError(
+                "activation_batch_axes must be None or a tuple of mesh axis names, got "
+                f"{self.activation_batch_axes!r}."
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
@@ -485,12 +534,17 @@ class Gemma2(nn.Module):
 
         if rope is None:
             rope = rope_sincos(positions, c)
+        block = Block
+        if cache is None and c.remat != "none":  # training forward: recompute blocks in backward
+            block = nn.remat(Block, policy=REMAT_POLICIES[c.remat], prevent_cse=True)
+        x_BTD = constrain(x_BTD, c.activation_batch_axes)
         for i in range(c.num_layers):
             name = f"layer_{i}"
             layer_cache = None if cache is None else cache[name]
-            x_BTD, layer_new = Block(c, i, name=name)(
+            x_BTD, layer_new = block(c, i, name=name)(
                 x_BTD, positions, rope, k_pos_BS, attn_mask, layer_cache, write_index
             )
+            x_BTD = constrain(x_BTD, c.activation_batch_axes)
             if new_cache is not None:
                 new_cache[name] = layer_new
 
