@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import importlib
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -25,7 +26,9 @@ import signal
 import sys
 import threading
 import time
+import types
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -226,19 +229,33 @@ class TaskBase:
         if _IN_WORKER:
             return score_batch_serial(self, prompts, completions)
         pool = _pool_for(self)
+        if pool is None:  # the task cannot be sent to a scorer process
+            return score_batch_serial(self, prompts, completions)
         n = workers or self.score_workers or os.cpu_count() or 1
         return pool.map(prompts, completions, max(1, min(int(n), len(prompts))))
 
     def close_scorers(self) -> None:
         """Stop this task's scorer processes (they are also stopped at exit)."""
         pool = self.__dict__.pop("_scorer_pool", None)
-        if pool is not None:
+        if pool is not None and pool is not _NO_POOL:
             pool.close()
 
     def __getstate__(self) -> dict[str, Any]:
+        """Picklable state for the scorer processes (no pool; modules by name)."""
         state = dict(self.__dict__)
         state.pop("_scorer_pool", None)
+        modules = {k: v.__name__ for k, v in state.items() if isinstance(v, types.ModuleType)}
+        for k in modules:
+            del state[k]
+        state["_pickled_modules"] = modules
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        modules = state.pop("_pickled_modules", {})
+        self.__dict__.update(state)
+        for k, name in modules.items():
+            self.__dict__[k] = importlib.import_module(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,13 +499,31 @@ class ScorerPool:
 
 
 _pools_lock = threading.Lock()
+_NO_POOL: Any = object()
 
 
-def _pool_for(task: Any) -> ScorerPool:
+def _pool_for(task: Any) -> ScorerPool | None:
+    """The task's scorer pool; ``None`` (with a warning, once) if the task cannot be pickled."""
     with _pools_lock:
         pool = task.__dict__.get("_scorer_pool")
         if pool is None:
-            pool = ScorerPool(task, task.score_deadline_s)
+            try:
+                pool = ScorerPool(task, task.score_deadline_s)
+            except (pickle.PicklingError, TypeError, AttributeError) as e:
+                if type(task).score is TaskBase.score:
+                    raise ScorerConfigError(
+                        f"{type(task).__name__} cannot be sent to a scorer process ({e}); its "
+                        "_score cannot run under an enforced deadline"
+                    ) from e
+                warnings.warn(
+                    f"{type(task).__name__} cannot be pickled ({e}); score_batch runs its score "
+                    "in this process, without an enforced deadline",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                task.__dict__["_scorer_pool"] = pool = _NO_POOL
+        if pool is _NO_POOL:
+            return None
             task.__dict__["_scorer_pool"] = pool
             weakref.finalize(task, pool.close)
         return pool
