@@ -151,8 +151,16 @@ def test_candidate_exceptions_and_argument_mutation(task):
         "def f(x):\n    if x == -1:\n        raise ValueError('neg')\n    x.sort()\n"
         "def g(n):\n    yield from range(n)\n"
     )
-    t = CodeTask(problems={"train": [problem]}, limits=LIMITS, max_workers=1)
-    assert t.score(t.prompts("train")[0], code) == 1.0
+    he_setup = {
+        "prompt": "def g(n):\n",
+        "entry_point": "g",
+        "test": "def check(candidate):\n    out = list(candidate(2))\n    assert out == [0, 1]\n",
+    }
+    t = CodeTask(problems={"train": [problem, he_setup]}, limits=LIMITS, max_workers=1)
+    ps = t.prompts("train")
+    assert t.score(ps[0], code) == 1.0
+    assert t.score(ps[1], "    yield from range(n)\n") == 1.0  # setup statements call it too
+    assert t.score(ps[1], "    yield 7\n") == 0.0
     t.close_scorers()
 
 

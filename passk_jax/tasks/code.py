@@ -399,10 +399,12 @@ class _Server:
             os.close(resp_w)
         self.dead = False
         report = self.proc.isolation_report()
-        if report.get("missing") or not report:
+        if report.get("missing"):
             self.close()
             self.proc.result()  # raises IsolationError with the launcher's explanation
-            raise IsolationError("the sandbox did not report its isolation")
+            raise IsolationError("the sandbox refused to run")  # pragma: no cover
+        if not report:  # no report in time (overloaded machine, launcher crash): this run fails
+            self.close()
 
     def send(self, obj: Any, deadline: float) -> None:
         data = json.dumps(obj).encode()
@@ -476,6 +478,9 @@ class _Checker:
 
     def _start(self) -> bool:
         self.server = _Server(self.program, self.limits, self.min_isolation)
+        if self.server.dead:
+            self.server = None
+            return False
         try:
             hello = self.server.recv(self.deadline)
         except (_TestTimeout, _ServerDied):
@@ -529,6 +534,9 @@ class _Checker:
                 exec(compile(problem["prompt"], "prompt.py", "exec"), ns)
             except Exception:  # noqa: BLE001 -- a prompt need not be runnable on its own
                 pass
+        entry = problem.get("entry_point")
+        if entry:  # setup statements of check() may call the candidate too
+            ns["candidate"] = ns[entry] = self._proxy(entry)
         try:
             exec(compile(problem.get("setup", "") or "", "setup.py", "exec"), ns)
         except Exception:  # noqa: BLE001 -- broken setup: every test fails
@@ -539,7 +547,6 @@ class _Checker:
                 used |= {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name)}
             except SyntaxError:
                 continue
-        entry = problem.get("entry_point")
         for name in sorted(used):
             if name in ns and name != entry:
                 continue

@@ -637,9 +637,9 @@ class SandboxProcess:
         os.close(status_w)
         self._status_r = status_r
         payload = json.dumps(cfg).encode() + b"\n" + code.encode("utf-8", "surrogatepass")
+        self._status_ready = threading.Event()
         self._drain = threading.Thread(target=self._pump, args=(payload,), daemon=True)
         self._drain.start()
-        self._status_ready = threading.Event()
 
     def _pump(self, payload: bytes) -> None:
         """Feed the config and program, then drain stdout, stderr and the status pipe until EOF."""
