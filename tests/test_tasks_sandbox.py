@@ -338,3 +338,37 @@ def test_explicit_opt_in_states_what_is_unprotected():
     with pytest.raises(IsolationError, match="refusing to run model code"):
         run_python("print('never')", FAST, isolate=False)
     assert _own_leftovers() == []
+
+
+def test_per_run_cgroups_carry_the_limits():
+    if os.geteuid() != 0:
+        pytest.skip("per-run cgroups are made as root")
+    from passk_jax.tasks.sandbox import SandboxProcess
+
+    limits = SandboxLimits(timeout_s=10.0, memory_bytes=200 * MiB, nproc=12, cpus=0.5)
+    proc = SandboxProcess("import time\ntime.sleep(1.5)\n", limits)
+    try:
+        assert "cgroup" in proc.isolation_report()["isolation"]
+        files = {}
+        for d in proc.cgroups.dirs:
+            for name in (
+                "memory.max",
+                "memory.limit_in_bytes",
+                "pids.max",
+                "cpu.max",
+                "cpu.cfs_quota_us",
+                "cgroup.procs",
+            ):
+                path = os.path.join(d, name)
+                if os.path.exists(path):
+                    with open(path) as f:
+                        files[name] = f.read().split()
+        mem = files.get("memory.max", files.get("memory.limit_in_bytes"))
+        assert int(mem[0]) == 200 * MiB
+        assert files["pids.max"] == ["12"]
+        assert files.get("cpu.max", files.get("cpu.cfs_quota_us"))[0] == "50000"
+        assert len(files["cgroup.procs"]) >= 2  # launcher, PID 1 and the program are all inside
+        proc.wait()
+    finally:
+        res = proc.result()
+    assert res.returncode == 0 and not any(os.path.exists(d) for d in proc.cgroups.dirs)
