@@ -74,6 +74,9 @@ def rl_sections(
             # Sampler decode loops, each with a cache just long enough (see sampler.sample);
             # 1 compiles a single loop body: quick mode, or wherever compile time dominates.
             "decode_phases": int(opts.get("decode_phases", 1 if opts.get("quick") else 4)),
+            # Block after each learner step so that time/learn_s is measured (benchmarks only:
+            # it stops the host from preparing step t + 1 while step t runs).
+            "sync_timing": False,
         }
     )
     c.advantage = opts.get("adv", "pkpo_sloo_minus_one")

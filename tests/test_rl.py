@@ -252,6 +252,11 @@ def test_kill_and_resume_matches_uninterrupted_run(quick_run, shared_dir, tmp_pa
     before = [r for r in _records(workdir) if r["step"] <= 2]
     assert [r["step"] for r in before if "train/reward_mean" in r] == [1, 2]
     _run_cli("quick", workdir, shared_dir)
+    restart_log = _tail(workdir.parent / f"{workdir.name}.log", 100_000)
+    # The checkpoint finalised just before the kill verifies: no corrupt-checkpoint fallback, and
+    # the stale lock of the killed process was replaced.
+    assert "corrupt" not in restart_log, restart_log[-3000:]
+    assert "stale lock" in restart_log, restart_log[-3000:]
 
     got, want = _records(workdir), _records(ref)
     # Resumed from step 2: the records up to step 2 are the killed run's own (same wall-clock
@@ -490,3 +495,83 @@ def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
     # pg_loss = -(1/B) sum_b w_b sum_t logp (REINFORCE, seq_mean_token_sum)
     pg = -(w.reshape(-1) * (logp.reshape(p * g, t) * m).sum(-1)).mean()
     assert math.isclose(record["train/pg_loss"], pg, rel_tol=1e-3, abs_tol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints that can be trusted, and one process per workdir.
+
+
+def _corrupt(kind: str, step_dir: Path) -> None:
+    data = sorted(
+        (p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)),
+        key=lambda p: p.stat().st_size,
+    )
+    if kind == "truncate":
+        data[-1].write_bytes(data[-1].read_bytes()[: data[-1].stat().st_size // 3])
+    elif kind == "flip":
+        raw = bytearray(data[-1].read_bytes())
+        for off in (len(raw) // 2, len(raw) // 2 + 5):
+            raw[off] ^= 0xA5
+        data[-1].write_bytes(bytes(raw))
+    elif kind == "meta":
+        shutil.rmtree(step_dir / "meta")
+    else:
+        raise ValueError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "flip",
+        pytest.param("truncate", marks=pytest.mark.slow),
+        pytest.param("meta", marks=pytest.mark.slow),
+    ],
+)
+def test_corrupt_latest_checkpoint_resumes_from_previous(quick_run, shared_dir, tmp_path, kind):
+    """Corrupt the finished run's latest checkpoint (step 4) and restart: it warns, skips it, resumes
+    from step 2 and ends with the uninterrupted run's metrics."""
+    ref, _ = quick_run
+    workdir = tmp_path / "c"
+    shutil.copytree(ref, workdir)
+    _corrupt(kind, workdir / "checkpoints" / "4")
+    _run_cli("quick", workdir, shared_dir)
+    log = _tail(tmp_path / "c.log", 100_000)
+    assert "checkpoint step 4" in log and "corrupt" in log and "resumed from step 2" in log, log[
+        -3000:
+    ]
+    got, want = _records(workdir), _records(ref)
+    assert [r["step"] for r in got] == [r["step"] for r in want]  # steps 3, 4 re-run, not appended
+    _assert_same(_compared(got), _compared(want), what="metrics.jsonl")
+    _assert_same(_final(workdir), _final(ref), what="final_metrics.json")
+    assert _finalized_steps(workdir / "checkpoints") == [2, 4]
+    assert any(p.name.startswith("4-") for p in (workdir / "checkpoints_corrupt").iterdir())
+
+
+def test_second_process_on_same_workdir_refuses(shared_dir, tmp_path):
+    """While one run holds the workdir, a second one exits at once (status 2) naming the first."""
+    workdir = tmp_path / "w"
+    first = _popen("quick", workdir, _env(shared_dir, 8), tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (workdir / "run.lock").exists():
+            assert first.poll() is None, _tail(tmp_path / "first.log")
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        second = subprocess.run(
+            _cmd("quick", workdir),
+            cwd=ROOT,
+            env=_env(shared_dir, 8),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"in use by live process {first.pid}" in second.stderr, second.stderr[-3000:]
+        assert time.monotonic() - t0 < 60
+        assert first.poll() is None  # the first run is untouched
+    finally:
+        _kill(first)
+    records = _records(workdir) if (workdir / "metrics.jsonl").exists() else []
+    steps = [r["step"] for r in records if "train/reward_mean" in r]
+    assert steps == sorted(set(steps))  # no duplicated steps
