@@ -143,6 +143,7 @@ def test_candidate_exceptions_and_argument_mutation(task):
             "try:\n    f(-1)\n    assert False\nexcept ValueError:\n    pass",
             "xs = [3, 1, 2]\nf(xs)\nassert xs == [1, 2, 3]",
             "assert list(g(3)) == [0, 1, 2]",
+            "assert h('aab') == {'a': 2, 'b': 1} and type(h('a')) is dict",  # Counter arrives a dict
         ],
         "setup": "",
         "entry_point": None,
@@ -150,6 +151,7 @@ def test_candidate_exceptions_and_argument_mutation(task):
     code = (
         "def f(x):\n    if x == -1:\n        raise ValueError('neg')\n    x.sort()\n"
         "def g(n):\n    yield from range(n)\n"
+        "import collections\ndef h(s):\n    return collections.Counter(s)\n"
     )
     he_setup = {
         "prompt": "def g(n):\n",

@@ -372,3 +372,12 @@ def test_per_run_cgroups_carry_the_limits():
     finally:
         res = proc.result()
     assert res.returncode == 0 and not any(os.path.exists(d) for d in proc.cgroups.dirs)
+
+
+def test_runs_whatever_the_callers_umask():
+    old = os.umask(0o077)
+    try:
+        r = run_python("print('readable')", FAST)
+    finally:
+        os.umask(old)
+    assert r.stdout == "readable\n", r

@@ -275,6 +275,7 @@ def supervise(pid, status, cfg, poll_memory):
 
 def main():
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.umask(0o022)  # the program (another uid) must be able to read main.py whatever the caller's
     cfg, program = read_input()
     if os.getppid() != cfg["parent_pid"]:
         os._exit(1)

@@ -121,24 +121,29 @@ class Unencodable(TypeError):
     pass
 
 def enc(x, depth=0):
+    # Subclasses (Counter, defaultdict, namedtuple, ...) are sent as their builtin base: the
+    # scorer rebuilds plain builtins either way, so nothing here needs to be trusted.
     if depth > MAX_DEPTH:
         raise Unencodable("too deep")
-    t = type(x)
-    if x is None or t is bool or t is str:
+    if x is None or type(x) is bool:
         return x
-    if t is int:
-        return ["i", str(x)] if abs(x) > 2**53 else x
-    if t is float:
-        return ["f", repr(x)]
-    if t is complex:
-        return ["c", repr(x.real), repr(x.imag)]
-    if t is bytes:
-        return ["b", x.hex()]
-    if t in (list, tuple, set, frozenset):
-        tag = {{list: "l", tuple: "t", set: "s", frozenset: "z"}}[t]
-        return [tag] + [enc(v, depth + 1) for v in x]
-    if t is dict:
-        return ["d"] + [[enc(k, depth + 1), enc(v, depth + 1)] for k, v in x.items()]
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, int):
+        v = int.__index__(x)
+        return ["i", str(v)] if abs(v) > 2**53 else v
+    if isinstance(x, float):
+        return ["f", float.__repr__(x)]
+    if isinstance(x, complex):
+        return ["c", float.__repr__(x.real), float.__repr__(x.imag)]
+    if isinstance(x, (bytes, bytearray)):
+        return ["b", bytes(x).hex()]
+    for base, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "z")):
+        if isinstance(x, base):
+            return [tag] + [enc(v, depth + 1) for v in base.__iter__(x)]
+    if isinstance(x, dict):
+        return ["d"] + [[enc(k, depth + 1), enc(v, depth + 1)] for k, v in dict.items(x)]
+    t = type(x)
     if isinstance(x, (types.GeneratorType, map, filter, zip, enumerate, reversed)) or (
         t.__name__.endswith("iterator")
     ):
