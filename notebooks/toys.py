@@ -14,8 +14,9 @@
 # %% [markdown]
 # # Toy settings for pass@k optimisation
 #
-# Two toys where everything is known exactly (see `experiments/toy_gaussian.py` and
-# `experiments/toy_bandit.py`; full results in `experiments/results/toys.md`):
+# Two toys where everything is known exactly (`passk_jax.toys.gaussian` and `passk_jax.toys.bandit`,
+# installed with `pip install "passk_jax[rl]"`; the studies are `experiments/toy_gaussian.py` and
+# `experiments/toy_bandit.py`, full results in `experiments/results/toys.md`):
 #
 # 1. PKPO's Gaussian toy: x ~ N(theta, 0.1), reward x^2 on [0, 1] else 0. The optimal theta moves
 #    towards the cliff at 1 as k grows, and the variance of the gradient estimators differs a lot.
@@ -26,21 +27,14 @@
 
 # %%
 import os
-import pathlib
-import sys
-
-ROOT = pathlib.Path.cwd()
-if not (ROOT / "experiments").exists():
-    ROOT = ROOT.parent
-sys.path.insert(0, str(ROOT))
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import toy_bandit as tb
-from experiments import toy_gaussian as tg
+from passk_jax.toys import bandit as tb
+from passk_jax.toys import gaussian as tg
 
 QUICK = os.environ.get("PASSK_QUICK") == "1"
 print("quick mode:", QUICK)
@@ -76,8 +70,27 @@ est = tg.gradient_estimates_vs_n(
     replicates=replicates,
     n_max=max(ns),
 )
-est = np.asarray(est)
-print("quadrature gradient:", round(float(tg.grad_quadrature(1.0, 4)), 4))
+est = np.asarray(est)  # [methods, len(ns), replicates]
+exact = float(tg.grad_quadrature(1.0, 4))
+# Error bands: split the replicates into 20 batches; +- 2 standard errors of the batch statistics.
+batches = est.reshape(est.shape[0], est.shape[1], 20, -1)
+b_mean, b_var = batches.mean(-1), batches.var(-1, ddof=1)
+fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+for j, name in enumerate(tg.FIG4_METHODS):
+    for a, stat in ((ax[0], b_mean[j]), (ax[1], b_var[j])):
+        mid, se = stat.mean(-1), stat.std(-1, ddof=1) / np.sqrt(stat.shape[-1])
+        a.plot(ns, mid, "o-", ms=3, label=name)
+        a.fill_between(ns, mid - 2 * se, mid + 2 * se, alpha=0.25)
+ax[0].axhline(exact, color="k", lw=1, ls="--", label="quadrature")
+ax[0].set(
+    xscale="log", xlabel="n", ylabel="mean gradient estimate", title="unbiased: all on the line"
+)
+ax[1].set(xscale="log", yscale="log", xlabel="n", ylabel="variance", title="variance (log)")
+ax[0].legend(fontsize=7)
+for a in ax:
+    a.set_xticks(ns, [str(n) for n in ns])
+plt.show()
+print(f"quadrature gradient: {exact:.4f}")
 for name, row in zip(tg.FIG4_METHODS, est):
     print(f"{name:24s} mean {row.mean(-1).round(2)}  var {row.var(-1).round(2)}")
 
