@@ -1,0 +1,454 @@
+"""Ahead-of-time memory and FLOPs planner for the train step: compile for the target, read the numbers.
+
+``python -m passk_jax.plan --config <config>[:args] [--topology v5e:4x4 | --devices cpu:8]`` builds the
+configured model, loss, optimizer, mesh and batch shapes, compiles the policy-gradient update
+(:func:`passk_jax.train.train_step`, jitted with the run's shardings and donation) for the target
+*without any parameter or batch in memory* (abstract inputs), and prints per device: argument,
+output, temporary and total bytes against the device's memory, the compiled FLOPs of one step, and
+(``--search``) the largest per-device batch that fits.
+
+Targets:
+
+* ``--devices cpu:N``: the first N local devices (with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+  for fake CPU devices). Always available; XLA:CPU's memory figures do not respond to
+  rematerialisation the way TPU's do, so plan pod memory with a TPU topology.
+* ``--topology v5e:4x4`` (any name ``jax.experimental.topologies.get_topology_desc`` knows): TPU
+  ahead-of-time compilation through libtpu on a machine with no TPU (``pip install
+  passk_jax[tpu-aot]``; libtpu must match the installed jax: 0.0.42.* for jax 0.10.2).
+
+The numbers are XLA's own (``Compiled.memory_analysis()`` and ``cost_analysis()``); nothing is
+estimated. Total per device = arguments + outputs - aliased (donated) bytes + temporaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["PlanResult", "device_memory_bytes", "main", "plan_config", "plan_train_step"]
+
+# Usable HBM per chip (bytes) for known device kinds; --memory-gb overrides.
+_DEVICE_MEMORY = {
+    "TPU v5 lite": 15.75e9,  # v5e: 16 GiB HBM, of which XLA can use ~15.75 GB
+    "TPU v5": 95.0e9,  # v5p: 95 GiB
+    "TPU v4": 31.0e9,
+    "TPU v6 lite": 31.25e9,  # v6e
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanResult:
+    """What one ahead-of-time compilation of the train step needs, per device (bytes)."""
+
+    target: str
+    num_devices: int
+    mesh: dict[str, int]
+    batch: int  # sequences per step (all devices)
+    prompt_len: int
+    completion_len: int
+    num_microbatches: int
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    total_bytes: int
+    device_memory_bytes: float | None
+    flops: float | None  # compiled FLOPs of one step (all devices, as XLA reports them)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.device_memory_bytes is None:
+            return None
+        return self.total_bytes <= self.device_memory_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "fits": self.fits}
+
+
+def device_memory_bytes(device: Any) -> float | None:
+    """Usable memory of one device: ``memory_stats()`` where the runtime has it, else the table."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # AOT topology devices and CPU have no live memory stats
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    return _DEVICE_MEMORY.get(getattr(device, "device_kind", ""))
+
+
+def _abstract(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+def plan_train_step(
+    model_config: Any,
+    loss_config: Any,
+    tx: Any,
+    mesh: jax.sharding.Mesh,
+    *,
+    batch: int,
+    prompt_len: int,
+    completion_len: int,
+    target: str = "",
+    memory_bytes: float | None = None,
+) -> PlanResult:
+    """Compiles ``train_step`` for ``mesh`` from abstract inputs and reports XLA's figures.
+
+    Args:
+      model_config: a :class:`passk_jax.models.gemma2.Gemma2Config`.
+      loss_config: a :class:`passk_jax.train.LossConfig` (micro-batches included).
+      tx: the optax optimizer. mesh: the target mesh (CPU devices or a TPU topology's devices).
+      batch: sequences per step (prompts x samples). prompt_len / completion_len: token lengths.
+      target: a label for the report.
+      memory_bytes: device memory to plan against (default: :func:`device_memory_bytes`).
+
+    Returns:
+      A :class:`PlanResult`.
+    """
+    from passk_jax import train as TR
+
+    shardings = TR.state_shardings(model_config, tx, mesh, with_ref=loss_config.kl_coef > 0)
+    from passk_jax.models import gemma2
+
+    params = jax.eval_shape(functools.partial(gemma2.init_params, model_config), jax.random.key(0))
+    opt_state = jax.eval_shape(tx.init, params)
+    state = TR.TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
+        ref_params=params if loss_config.kl_coef > 0 else None,
+    )
+    state = _abstract(state, shardings)
+    bsh = TR.batch_shardings(mesh)
+    shapes = {
+        "prompt_tokens": ((batch, prompt_len), jnp.int32),
+        "prompt_mask": ((batch, prompt_len), jnp.bool_),
+        "tokens": ((batch, completion_len), jnp.int32),
+        "mask": ((batch, completion_len), jnp.bool_),
+        "old_logp": ((batch, completion_len), jnp.float32),
+        "weights": ((batch,), jnp.float32),
+    }
+    batch_abs = {
+        k: jax.ShapeDtypeStruct(shape, dt, sharding=bsh[k]) for k, (shape, dt) in shapes.items()
+    }
+    step = TR.jit_train_step(tx, model_config, loss_config, shardings, mesh)
+    with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes) see it
+        compiled = step.lower(state, batch_abs).compile()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = float(cost["flops"]) if cost and "flops" in cost else None
+    arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
+    alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
+    return PlanResult(
+        target=target or str(mesh.devices.flat[0].platform),
+        num_devices=int(mesh.devices.size),
+        mesh=dict(mesh.shape),
+        batch=batch,
+        prompt_len=prompt_len,
+        completion_len=completion_len,
+        num_microbatches=loss_config.num_microbatches,
+        argument_bytes=arg,
+        output_bytes=out,
+        alias_bytes=alias,
+        temp_bytes=temp,
+        total_bytes=arg + out - alias + temp,
+        device_memory_bytes=(
+            memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
+        ),
+        flops=flops,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# From a run config.
+
+
+def _devices(topology: str | None, devices: str | None) -> tuple[list[Any], str]:
+    if topology:
+        try:
+            from jax.experimental import topologies
+        except ImportError as e:  # pragma: no cover - part of jax
+            raise SystemExit(f"jax.experimental.topologies is unavailable: {e}") from None
+        try:
+            topo = topologies.get_topology_desc(topology, "tpu")
+        except Exception as e:
+            raise SystemExit(
+                f"cannot describe TPU topology {topology!r}: {e}\nTPU ahead-of-time compilation "
+                "needs libtpu matching the installed jax (for jax 0.10.2: pip install "
+                "'libtpu==0.0.42.*', or passk_jax[tpu-aot])."
+            ) from None
+        return list(topo.devices), topology
+    spec = devices or f"cpu:{len(jax.devices('cpu'))}"
+    kind, _, count = spec.partition(":")
+    pool = jax.devices(kind)
+    n = int(count) if count else len(pool)
+    if n > len(pool):
+        raise SystemExit(
+            f"--devices {spec}: only {len(pool)} {kind} devices; for fake CPU devices set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting."
+        )
+    return pool[:n], spec
+
+
+def _mesh(config, devices) -> jax.sharding.Mesh:
+    from passk_jax import sharding as S
+
+    shape = dict(config.mesh) if config.get("mesh") else None
+    return S.make_mesh(shape, devices)
+
+
+def _vocab_size(config) -> int | None:
+    """The tokenizer's vocabulary where it is cheap to know (char tokenizers), else None."""
+    if config.get("tokenizer", "char") != "char":
+        return None
+    from passk_jax.tasks import make_task
+    from passk_jax.tokenizers import CharTokenizer
+
+    task = make_task(config.task.name, **dict(config.task.get("kwargs") or {}))
+    return CharTokenizer(task.alphabet).vocab_size
+
+
+def plan_config(
+    config,
+    devices: Sequence[Any],
+    *,
+    target: str = "",
+    batch_per_device: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    memory_bytes: float | None = None,
+    prompt_len: int | None = None,
+    completion_len: int | None = None,
+) -> PlanResult:
+    """:func:`plan_train_step` for a run config (``ml_collections.ConfigDict`` of a config file).
+
+    The step's batch is ``rl.prompts_per_step x rl.num_samples`` sequences of ``max_prompt_len`` +
+    ``rl.max_new_tokens`` tokens, or ``batch_per_device`` x devices sequences when given.
+    ``overrides`` replace model-architecture fields (e.g. ``{"remat": "full"}``); ``prompt_len`` /
+    ``completion_len`` replace the config's token lengths.
+    """
+    from passk_jax import rl
+    from passk_jax import train as TR
+
+    vocab = _vocab_size(config) or config.get("vocab_size", None)
+    if vocab is None and config.model.kind == "tiny":
+        raise SystemExit(
+            "the tiny model takes its vocabulary from the tokenizer; set config.vocab_size to plan "
+            "a config whose tokenizer is a SentencePiece file."
+        )
+    model_config = rl._model_config(config, int(vocab or 0))
+    if overrides:
+        model_config = dataclasses.replace(model_config, **overrides)
+    loss = {
+        k: v for k, v in dict(config.loss).items() if k not in ("temperature", "top_k", "top_p")
+    }
+    rl_c = config.rl
+    loss_config = TR.LossConfig(
+        **loss,
+        temperature=float(rl_c.get("temperature", 1.0) or 1.0),
+        top_k=rl_c.get("top_k", None),
+        top_p=rl_c.get("top_p", None),
+    )
+    opt = config.optimizer
+    tx = TR.make_optimizer(
+        opt.learning_rate,
+        warmup_steps=opt.get("warmup_steps", 0),
+        weight_decay=opt.get("weight_decay", 0.0),
+        max_grad_norm=opt.get("max_grad_norm", 1.0),
+    )
+    mesh = _mesh(config, list(devices))
+    batch = int(rl_c.prompts_per_step) * int(rl_c.num_samples)
+    if batch_per_device is not None:
+        batch = batch_per_device * int(mesh.devices.size)
+    if prompt_len is None:
+        prompt_len = int(config.get("max_prompt_len", 0) or 0) or _default_prompt_len(config)
+    return plan_train_step(
+        model_config,
+        loss_config,
+        tx,
+        mesh,
+        batch=batch,
+        prompt_len=prompt_len,
+        completion_len=int(completion_len or rl_c.max_new_tokens),
+        target=target,
+        memory_bytes=memory_bytes,
+    )
+
+
+def _default_prompt_len(config) -> int:
+    """Prompt length for configs without ``max_prompt_len``: the longest training prompt."""
+    from passk_jax import rl
+
+    task = rl.make_task(config.task.name, **dict(config.task.get("kwargs") or {}))
+    tok = rl._tokenizer(config, task)
+    return max(len(tok.encode(p.text, add_bos=True)) for p in task.prompts("train")[:256])
+
+
+def largest_fitting_batch(
+    config, devices, *, limit: int = 1024, **kw
+) -> tuple[int | None, list[PlanResult]]:
+    """The largest per-device batch (a multiple of the micro-batch count) that fits, by doubling
+    then bisection; each probe is one compilation. ``kw`` as for :func:`plan_config`. Returns
+    ``(batch_per_device or None, probes)``."""
+    micro = int(config.loss.get("num_microbatches", 1))
+    probes: list[PlanResult] = []
+    if kw.get("prompt_len") is None:  # the same for every probe: find it once
+        kw = {**kw, "prompt_len": int(config.get("max_prompt_len", 0) or 0)}
+        kw["prompt_len"] = kw["prompt_len"] or _default_prompt_len(config)
+
+    def fits(b):
+        r = plan_config(config, devices, batch_per_device=b, **kw)
+        probes.append(r)
+        return bool(r.fits)
+
+    lo, hi = 0, micro  # invariant: lo fits (or is 0), hi is the next candidate
+    while True:
+        if hi > limit:
+            return (lo or None), probes
+        if not fits(hi):
+            break
+        lo, hi = hi, hi * 2
+    while hi - lo > micro:  # bisection between a fitting lo and a failing hi
+        mid = (lo + hi) // 2 // micro * micro
+        if mid <= lo:
+            break
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return (lo or None), probes
+
+
+def _gb(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1e9:
+        return f"{x / 1e9:.2f} GB"
+    return f"{x / 1e6:.1f} MB"
+
+
+def format_table(results: Sequence[PlanResult]) -> str:
+    head = (
+        "| target | mesh | batch (seq) | tokens | micro | arguments | outputs | aliased | "
+        "temporaries | total / device | device memory | fits | TFLOPs / step |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in results:
+        mesh = "x".join(f"{k}={v}" for k, v in r.mesh.items())
+        flops = "-" if r.flops is None else f"{r.flops / 1e12:.2f}"
+        fits = {True: "yes", False: "no", None: "-"}[r.fits]
+        lines.append(
+            f"| {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
+            f"{r.num_microbatches} | {_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "
+            f"{_gb(r.alias_bytes)} | {_gb(r.temp_bytes)} | **{_gb(r.total_bytes)}** | "
+            f"{_gb(r.device_memory_bytes)} | {fits} | {flops} |"
+        )
+    return "\n".join(lines)
+
+
+def _parse_override(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--model-override {item!r}: expected KEY=VALUE.")
+        if key == "activation_batch_axes":
+            out[key] = tuple(a for a in value.split(",") if a) or None
+        else:
+            out[key] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="passk-plan",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="config file, optionally with :ARGS")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--topology", help="TPU topology for AOT compilation, e.g. v5e:4x4 (needs libtpu)"
+    )
+    g.add_argument("--devices", help="local devices, e.g. cpu:8 (default: every CPU device)")
+    p.add_argument(
+        "--batch-per-device", type=int, help="sequences per device (default: the config's)"
+    )
+    p.add_argument(
+        "--search", action="store_true", help="also find the largest per-device batch that fits"
+    )
+    p.add_argument(
+        "--memory-gb", type=float, help="device memory to plan against (default: known per kind)"
+    )
+    p.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Gemma2Config field, e.g. remat=full or activation_batch_axes=data,fsdp",
+    )
+    p.add_argument("--prompt-len", type=int, help="prompt tokens (default: config max_prompt_len)")
+    p.add_argument(
+        "--completion-len", type=int, help="completion tokens (default: rl.max_new_tokens)"
+    )
+    p.add_argument("--json", help="also write the results as JSON to this path")
+    args = p.parse_args(argv)
+
+    config = _load(args.config)
+    devices, target = _devices(args.topology, args.devices)
+    overrides = _parse_override(args.model_override)
+    memory = args.memory_gb * 1e9 if args.memory_gb else None
+    kw = {
+        "target": target,
+        "overrides": overrides,
+        "memory_bytes": memory,
+        "prompt_len": args.prompt_len,
+        "completion_len": args.completion_len,
+    }
+    results = [plan_config(config, devices, batch_per_device=args.batch_per_device, **kw)]
+    best = None
+    if args.search:
+        best, probes = largest_fitting_batch(config, devices, **kw)
+        results += probes
+    print(format_table(results))
+    if args.search:
+        print(
+            f"\nlargest per-device batch that fits: {best if best else 'none (even the smallest does not fit)'}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"results": [r.as_dict() for r in results], "largest_batch_per_device": best},
+                f,
+                indent=1,
+            )
+    return 0
+
+
+def _load(spec: str):
+    """Loads ``path[:args]`` as the CLI does: the file's ``get_config(args)``."""
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    mod_spec = importlib.util.spec_from_file_location("_passk_plan_config", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise SystemExit(f"--config {path!r}: not a Python config file.")
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
