@@ -191,10 +191,9 @@ def main() -> None:
         )
     lines += [
         "",
-        "Same rewards from every contender (each call scores its own fresh answers for math, "
-        "so there it compares reward vectors of different answers): "
+        "Same rewards from every contender: "
         + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in agree.items() if k != "math")
-        + ".",
+        + " (math is not compared: each call scores fresh answers, math-verify memoises).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

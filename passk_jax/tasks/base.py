@@ -407,9 +407,10 @@ class ScorerPool:
         if w.task_token != self._token:
             w.conn.send(("task", self._task_bytes))
             w.task_token = self._token
+        if not w.pending:  # the deadline runs for the item at the head of the queue
+            w.started = time.monotonic()
         w.conn.send(("items", items))
         w.pending.extend(i for i, _, _ in items)
-        w.started = time.monotonic()
 
     def map(self, prompts: Sequence[Any], completions: Sequence[str], workers: int) -> np.ndarray:
         """Rewards of the pairs, float32; raises :class:`ScorerConfigError` if a scorer did."""
@@ -435,7 +436,8 @@ class ScorerPool:
             if items:
                 try:
                     self._assign(w, items)
-                    busy.append(w)
+                    if w not in busy:
+                        busy.append(w)
                 except (OSError, ValueError, pickle.PicklingError):
                     todo.extendleft(reversed([i for i, _, _ in items]))
                     replace(w)
@@ -458,25 +460,40 @@ class ScorerPool:
             ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=wait_s)
             for w in list(busy):
                 if w.conn in ready:
-                    try:
-                        kind, idx, value = w.conn.recv()
-                    except (EOFError, OSError):  # the worker died: its current item scores 0
+                    died = False
+                    while True:  # every result already waiting, then one wait() again
+                        try:
+                            kind, idx, value = w.conn.recv()
+                        except (EOFError, OSError):  # the worker died: its current item scores 0
+                            died = True
+                            break
+                        if w.pending and w.pending[0] == idx:
+                            w.pending.popleft()
+                        if kind == "ok":
+                            out[idx] = value
+                        else:
+                            error = value
+                        w.started = time.monotonic()
+                        if not w.pending:
+                            break
+                        try:
+                            if not w.conn.poll():
+                                break
+                        except (EOFError, OSError):
+                            died = True
+                            break
+                    if died:
                         if w.pending:
                             w.pending.popleft()
                         todo.extendleft(reversed(w.pending))
                         w.pending.clear()
                         feed(replace(w))
                         continue
-                    if w.pending and w.pending[0] == idx:
-                        w.pending.popleft()
-                    if kind == "ok":
-                        out[idx] = value
-                    else:
-                        error = value
-                    w.started = time.monotonic()
-                    if not w.pending:
-                        busy.remove(w)
-                        feed(w)
+                    if len(w.pending) <= chunk:  # keep a second chunk queued: no idle round trip
+                        if not w.pending:
+                            busy.remove(w)
+                        if todo:
+                            feed(w)
                 elif time.monotonic() >= w.started + self.deadline_s:
                     self.timeouts += 1
                     w.pending.popleft()  # the overrunning item scores 0
