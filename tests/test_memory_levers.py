@@ -100,3 +100,16 @@ def test_bad_lever_values_are_refused():
         dataclasses.replace(tiny_config(), remat="sometimes")
     with pytest.raises(ValueError, match="activation_batch_axes"):
         dataclasses.replace(tiny_config(), activation_batch_axes="data")
+
+
+def test_gathered_unembedding_equals_full_logits():
+    cfg = tiny_config()
+    params = jax.tree.map(lambda x: x + 0.02, gemma2.init_params(cfg, jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(3, 64, (3, 9)), jnp.int32)
+    mask = jnp.ones((3, 9), bool).at[1, :2].set(False)
+    idx = jnp.array([[0, 4, 8], [2, 3, 8], [1, 1, 7]], jnp.int32)
+    full = np.asarray(gemma2.sequence_logits(params, tokens, mask, cfg))
+    part = np.asarray(gemma2.sequence_logits(params, tokens, mask, cfg, idx))
+    assert part.shape == (3, 3, cfg.vocab_size)
+    np.testing.assert_allclose(part, np.take_along_axis(full, np.asarray(idx)[:, :, None], 1))

@@ -500,6 +500,7 @@ class Gemma2(nn.Module):
         attn_mask: Array,
         cache: Cache | None = None,
         rope: tuple[Array, Array] | None = None,
+        gather: Array | None = None,
     ) -> tuple[Array, Cache | None]:
         """Runs the decoder on ``T`` new tokens per row.
 
@@ -513,9 +514,12 @@ class Gemma2(nn.Module):
             written at slots ``[cache["index"], cache["index"] + T)``.
           rope: optional precomputed ``rope_sincos(positions, config)`` (``[B, T, H/2]`` each);
             computed here when None.
+          gather: optional ``[B, K]`` int32 token indices: only those positions are unembedded
+            (logits ``[B, K, V]``), so the ``[B, T, V]`` logits of positions nobody reads are never
+            formed (at a 256k vocabulary they dominate the step's memory).
 
         Returns:
-          ``(logits [B, T, V] float32, new_cache or None)``.
+          ``(logits [B, T, V] (or [B, K, V]) float32, new_cache or None)``.
         """
         c = self.config
         dtype = jnp.dtype(c.dtype)
@@ -549,6 +553,9 @@ class Gemma2(nn.Module):
                 new_cache[name] = layer_new
 
         x_BTD = RMSNorm(c, name="final_norm")(x_BTD)
+        if gather is not None:
+            x_BTD = jnp.take_along_axis(x_BTD, gather[:, :, None].astype(jnp.int32), axis=1)
+            x_BTD = constrain(x_BTD, c.activation_batch_axes)
         logits_BTV = _matmul_wt(x_BTD, emb_VD.astype(dtype), jnp.float32)
         return _softcap(logits_BTV.astype(jnp.float32), c.final_logit_softcap), new_cache
 
@@ -594,9 +601,18 @@ def param_logical_axes(config: Gemma2Config) -> Any:
 
 
 def _apply(
-    params: Params, config: Gemma2Config, tokens, positions, attn_mask, cache=None, rope=None
+    params: Params,
+    config: Gemma2Config,
+    tokens,
+    positions,
+    attn_mask,
+    cache=None,
+    rope=None,
+    gather=None,
 ):
-    return Gemma2(config).apply({"params": params}, tokens, positions, attn_mask, cache, rope)
+    return Gemma2(config).apply(
+        {"params": params}, tokens, positions, attn_mask, cache, rope, gather
+    )
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -632,7 +648,11 @@ def padded_positions(input_mask: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnames="config")
 def sequence_logits(
-    params: Params, tokens: Array, input_mask: Array, config: Gemma2Config
+    params: Params,
+    tokens: Array,
+    input_mask: Array,
+    config: Gemma2Config,
+    gather: Array | None = None,
 ) -> Array:
     """Logits of padded sequences (e.g. left-padded prompts followed by sampled completions).
 
@@ -645,15 +665,18 @@ def sequence_logits(
       tokens: ``[B, T]`` int32 (pad ids anywhere; they are masked out as keys).
       input_mask: ``[B, T]`` bool, True for real tokens.
       config: the architecture (static).
+      gather: optional ``[B, K]`` int32 positions whose logits are wanted (the others are never
+        unembedded).
 
     Returns:
-      ``[B, T, V]`` float32 logits; ``logits[:, t]`` predicts token ``t + 1``.
+      ``[B, T, V]`` float32 logits, ``logits[:, t]`` predicting token ``t + 1``; with ``gather``,
+      ``[B, K, V]``, row ``k`` being position ``gather[:, k]``'s.
     """
     t = tokens.shape[1]
     input_mask = input_mask.astype(bool)
     positions = padded_positions(input_mask)
     attn_mask = jnp.tril(jnp.ones((t, t), bool))[None] & input_mask[:, None, :]
-    logits, _ = _apply(params, config, tokens, positions, attn_mask)
+    logits, _ = _apply(params, config, tokens, positions, attn_mask, gather=gather)
     return logits
 
 
