@@ -76,7 +76,8 @@ ATTACKS = {  # name -> (problem, completion); none of them solves anything
     ),
     "replace builtins.compile": (
         "mbpp",
-        "import builtins\nbuiltins.compile = lambda *a, **k: compile('pass', 'x', 'exec')\n"
+        "import builtins\n_real = builtins.compile\n"
+        "builtins.compile = lambda *a, **k: _real('pass', 'x', 'exec')\n"
         "def sq(x):\n    return 0\n",
     ),
     "rewrite test list via caller frames": (
@@ -141,14 +142,14 @@ ATTACKS = {  # name -> (problem, completion); none of them solves anything
         "helper",
         "```python\ndef poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 12345.0\n```",
     ),
-    "gc: clear every list of test strings": (
+    "gc: rewrite every list of test strings": (
         "mbpp",
         textwrap.dedent(
             """
             import gc
             for o in gc.get_objects():
                 if isinstance(o, list) and o and all(isinstance(t, str) for t in o):
-                    o.clear()
+                    o[:] = ["pass"] * len(o)
                 if isinstance(o, dict) and "tests" in o:
                     o["tests"] = []
             def sq(x):
