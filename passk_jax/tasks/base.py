@@ -219,8 +219,8 @@ class TaskBase:
     ) -> np.ndarray:
         """Rewards of paired prompts and completions, float32 ``[len]``, scored in parallel.
 
-        Runs in ``workers`` processes (default ``score_workers``, else the CPU count), each
-        completion under the enforced deadline ``score_deadline_s``.
+        Runs in ``workers`` processes (default ``score_workers``, else the CPUs this process may
+        use, at most 16), each completion under the enforced deadline ``score_deadline_s``.
         """
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -231,7 +231,7 @@ class TaskBase:
         pool = _pool_for(self)
         if pool is None:  # the task cannot be sent to a scorer process
             return score_batch_serial(self, prompts, completions)
-        n = workers or self.score_workers or os.cpu_count() or 1
+        n = workers or self.score_workers or _default_workers()
         return pool.map(prompts, completions, max(1, min(int(n), len(prompts))))
 
     def close_scorers(self) -> None:
@@ -263,6 +263,16 @@ class TaskBase:
 # --------------------------------------------------------------------------------------------------
 
 _IN_WORKER = False
+
+
+def _default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
+
+
 _PRELOAD = [
     "passk_jax.tasks.base",
     "passk_jax.tasks.maze",

@@ -660,7 +660,7 @@ class CodeTask(TaskBase):
           name: task name used in uids.
           limits: sandbox limits of one scoring run (``timeout_s`` bounds all of a problem's tests).
           per_test_s: seconds per unit test.
-          max_workers: parallel scorer processes in ``score_batch`` (default: CPU count).
+          max_workers: parallel scorer processes in ``score_batch`` (default: the usable CPUs, at most 16).
           problems: rows given directly, ``{"train": [...], "eval": [...]}`` (instead of files).
           min_isolation: sandbox mechanisms required (default full isolation: ``mount``, ``pid``,
             ``net``, ``ipc``). Checked here, once: with less, :class:`IsolationError` says what is
