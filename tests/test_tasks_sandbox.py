@@ -381,3 +381,12 @@ def test_runs_whatever_the_callers_umask():
     finally:
         os.umask(old)
     assert r.stdout == "readable\n", r
+
+
+def test_min_isolation_from_a_config_string():
+    from passk_jax.tasks.sandbox import parse_isolation
+
+    assert parse_isolation("full") == FULL_ISOLATION and parse_isolation("none") == ()
+    assert parse_isolation("pid+mount") == ("mount", "pid") and parse_isolation(["net"]) == ("net",)
+    with pytest.raises(ValueError, match="unknown isolation"):
+        parse_isolation("mount+magic")

@@ -62,7 +62,9 @@ from passk_jax.tasks.sandbox import (
     IsolationError,
     SandboxLimits,
     SandboxProcess,
+    _refusal,
     isolation_available,
+    parse_isolation,
     unprotected,
 )
 
@@ -663,20 +665,19 @@ class CodeTask(TaskBase):
           max_workers: parallel scorer processes in ``score_batch`` (default: the usable CPUs, at most 16).
           problems: rows given directly, ``{"train": [...], "eval": [...]}`` (instead of files).
           min_isolation: sandbox mechanisms required (default full isolation: ``mount``, ``pid``,
-            ``net``, ``ipc``). Checked here, once: with less, :class:`IsolationError` says what is
-            missing and how to get it. ``()`` is the explicit opt-in to weaker isolation.
+            ``net``, ``ipc``; a config may give ``"full"``, ``"none"`` or ``"mount+pid+net"``).
+            Checked here, once: with less, :class:`IsolationError` says what is missing and how
+            to get it. ``()`` / ``"none"`` is the explicit opt-in to weaker isolation.
           deadline_s: enforced deadline of one score (default ``limits.timeout_s + 10``).
         """
         self.name = name
         self.limits, self.per_test_s = limits, float(per_test_s)
-        self.min_isolation = tuple(min_isolation)
+        self.min_isolation = parse_isolation(min_isolation)
         self.score_workers = max_workers
         self.score_deadline_s = limits.timeout_s + 10.0 if deadline_s is None else deadline_s
         got = isolation_available()
         missing = sorted(set(self.min_isolation) - set(got))
         if missing:
-            from passk_jax.tasks.sandbox import _refusal
-
             raise IsolationError(_refusal(missing, got))
         self.isolation = got
         if not set(FULL_ISOLATION) <= set(got):

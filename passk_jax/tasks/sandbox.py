@@ -72,6 +72,7 @@ __all__ = [
     "SandboxProcess",
     "SandboxResult",
     "isolation_available",
+    "parse_isolation",
     "reap_leftovers",
     "remove_tree",
     "run_python",
@@ -172,8 +173,23 @@ def unprotected(isolation: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"no {k}: {_WHAT[k]}" for k in (*FULL_ISOLATION, "cgroup") if k not in got)
 
 
+def parse_isolation(value: str | Sequence[str]) -> tuple[str, ...]:
+    """A ``min_isolation`` value from code or a config: a sequence of mechanisms, or a string
+    ``"full"`` (:data:`FULL_ISOLATION`), ``"none"`` / ``""`` (the explicit opt-in) or
+    ``"mount+pid+net"``."""
+    if isinstance(value, str):
+        if value.strip().lower() == "full":
+            return FULL_ISOLATION
+        if value.strip().lower() in ("none", ""):
+            return ()
+        return _check_min(value.split("+"))
+    return _check_min(value)
+
+
 def _check_min(min_isolation: Sequence[str]) -> tuple[str, ...]:
-    req = tuple(sorted(set(min_isolation)))
+    if isinstance(min_isolation, str):
+        return parse_isolation(min_isolation)
+    req = tuple(sorted({str(k).strip() for k in min_isolation}))
     bad = [k for k in req if k not in _KNOWN]
     if bad:
         raise ValueError(f"unknown isolation mechanisms {bad}; known: {_KNOWN}")
