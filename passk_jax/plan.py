@@ -61,7 +61,8 @@ class PlanResult:
     temp_bytes: int
     total_bytes: int
     device_memory_bytes: float | None
-    flops: float | None  # compiled FLOPs of one step (all devices, as XLA reports them)
+    flops: float | None  # compiled FLOPs of one step, as XLA reports them
+    model_flops: float = 0.0  # passk_jax.flops.train_step_flops: matmul FLOPs of the step
 
     @property
     def fits(self) -> bool | None:
@@ -150,6 +151,9 @@ def plan_train_step(
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     flops = float(cost["flops"]) if cost and "flops" in cost else None
+    from passk_jax import flops as FL
+
+    model_flops = FL.train_step_flops(model_config, batch, prompt_len, completion_len)
     arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
     alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
     return PlanResult(
@@ -169,6 +173,7 @@ def plan_train_step(
             memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
         ),
         flops=flops,
+        model_flops=model_flops,
     )
 
 
@@ -342,9 +347,9 @@ def _gb(x: float | None) -> str:
 def format_table(results: Sequence[PlanResult]) -> str:
     head = (
         "| target | mesh | batch (seq) | tokens | micro | arguments | outputs | aliased | "
-        "temporaries | total / device | device memory | fits | TFLOPs / step |"
+        "temporaries | total / device | device memory | fits | XLA TFLOPs | model TFLOPs |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for r in results:
         mesh = "x".join(f"{k}={v}" for k, v in r.mesh.items())
         flops = "-" if r.flops is None else f"{r.flops / 1e12:.2f}"
@@ -353,7 +358,7 @@ def format_table(results: Sequence[PlanResult]) -> str:
             f"| {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
             f"{r.num_microbatches} | {_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "
             f"{_gb(r.alias_bytes)} | {_gb(r.temp_bytes)} | **{_gb(r.total_bytes)}** | "
-            f"{_gb(r.device_memory_bytes)} | {fits} | {flops} |"
+            f"{_gb(r.device_memory_bytes)} | {fits} | {flops} | {r.model_flops / 1e12:.2f} |"
         )
     return "\n".join(lines)
 
