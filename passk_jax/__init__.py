@@ -24,6 +24,7 @@ Submodules load on first attribute access, so ``import passk_jax`` is cheap and 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 try:
@@ -62,7 +63,10 @@ __all__ = ["__version__", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    # Any submodule (listed or added later) loads on first access; other names are errors.
+    if name in _SUBMODULES or (
+        not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None
+    ):
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
