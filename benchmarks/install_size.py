@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,19 @@ def run_isolated(python: str, code: str, cwd: str) -> str:
 
 
 def build_wheel(out_dir: str, python: str = sys.executable) -> str:
-    """Builds this checkout's wheel (no dependencies, no build isolation) into ``out_dir``."""
+    """Builds this checkout's wheel (no dependencies, no build isolation) into ``out_dir``.
+
+    The build runs on a copy of the package sources, so setuptools' ``build/`` and ``*.egg-info``
+    directories never appear in the checkout.
+    """
+    src = os.path.join(out_dir, "src")
+    shutil.copytree(
+        ROOT / "passk_jax", os.path.join(src, "passk_jax"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )  # fmt: skip
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src)
     subprocess.run(
         [
             python,
@@ -88,7 +101,7 @@ def build_wheel(out_dir: str, python: str = sys.executable) -> str:
             "--no-build-isolation",
             "-w",
             out_dir,
-            str(ROOT),
+            src,
         ],
         check=True,
     )
