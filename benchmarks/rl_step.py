@@ -133,8 +133,8 @@ def main() -> None:
     lines = [
         "## RL step: driver speed-up and time split",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"jax {jax.__version__} (cpu). `experiments/configs/maze_tiny.py:steps={args.steps}`, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), jax {jax.__version__} (cpu). `experiments/configs/maze_tiny.py:steps={args.steps}`, "
         "no warm start (random weights), 16 prompts x 16 samples x 16 new tokens per step, "
         f"{args.eval_prompts} eval prompts x 16 samples once at the end. Median of the per-step "
         f"wall times of steps {args.skip + 1}..{args.steps} over {args.rounds} interleaved "

@@ -147,7 +147,8 @@ def _machine_line(args, cfg, n_params: int) -> str:
         torch_v = "no torch"
     dev = jax.devices()[0]
     return (
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), "
         f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
         f"{getattr(dev, 'device_kind', dev.platform)}), {torch_v}. Model `{args.config}`: "
         f"{n_params:,} parameters (D={cfg.embed_dim}, L={cfg.num_layers}, V={cfg.vocab_size}, "
