@@ -30,7 +30,7 @@ from passk_jax import advantages as A
 
 DEFAULT_OUTDIR = pathlib.Path(__file__).resolve().parent / "results"
 P_TABLE = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-K_FREE = ("grpo", "rloo", "tang")
+K_FREE = A.K_FREE
 
 
 def compute(n: int, k: int, num_draws: int = 4096) -> dict:

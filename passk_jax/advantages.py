@@ -30,6 +30,7 @@ lookup for every per-sample weighting.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -47,16 +48,19 @@ Array = jax.Array
 __all__ = [
     "ADVANTAGES",
     "BINARY_ONLY",
+    "K_FREE",
     "NEEDS_KEY",
     "bootstrap_passk_advantages",
     "centred_pkpo_advantages",
     "combination_advantages",
     "compute_advantages",
+    "exceeding_passk_advantages",
     "expected_weight",
     "advantage_mass",
     "surrogate_objective",
     "full_sampling_passk_advantages",
     "grpo_advantages",
+    "noisy_reward_advantages",
     "passk_advantages",
     "rloo_advantages",
     "tang_advantages",
@@ -359,6 +363,54 @@ def combination_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
     return V.finish_weights(adv, mask, bad, V.k_in_range(k, g))
 
 
+def exceeding_passk_advantages(rewards: Any, k: Any, mask: Any = None) -> Array:
+    """Chen et al.'s "Exceeding Pass@k" advantages (Eq. 17): ``f(c) * A_pass@k``, binary rewards.
+
+    The paper's ``f`` reads, from its text, as ``f(c) = 4 / (10 log(c + 0.5))``; the log's base is not
+    recoverable. Read here as the natural log, ``f(c) = 0.4 / ln(c + 0.5)`` (f(1) = 0.99, f(8) = 0.19),
+    which moves the peak of the advantage mass eta to c = 1, the stated aim (a log10 reading does too).
+    Groups with c = 0 get 0 (the Pass@k advantage is 0 there, and f(0) < 0).
+
+    Args:
+      rewards: ``[..., G]`` binary rewards.
+      k: Python / NumPy int in [1, n], or an integer JAX scalar (may be traced); a traced k
+        outside [1, n] gives all-zero advantages.
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages (zero-sum per group).
+    """
+    V.check_k(k, _static_n(rewards))
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    g = rewards.shape[-1]
+    adv = _passk_core(rewards, mask, V.safe_k(k, g), "exceeding_passk_advantages")
+    c = jnp.sum(rewards, axis=-1, keepdims=True)
+    f = jnp.where(c >= 1, 0.4 / jnp.log(jnp.maximum(c, 1) + 0.5), 0)
+    return V.finish_weights(f * adv, mask, bad, V.k_in_range(k, g))
+
+
+def noisy_reward_advantages(rewards: Any, key: Array, flip_rate: float, mask: Any = None) -> Array:
+    """Chen et al.'s noise-reward baseline: GRPO on rewards whose negatives are flipped at random.
+
+    Each valid reward equal to 0 becomes 1 with probability ``flip_rate`` (independently), then
+    :func:`grpo_advantages` applies. Chen et al. flip 10%, 30% and 50% of negative rewards.
+
+    Args:
+      rewards: ``[..., G]`` binary rewards. key: PRNG key. flip_rate: probability in [0, 1].
+      mask: optional bool ``[..., G]``.
+
+    Returns:
+      ``[..., G]`` advantages.
+    """
+    if not isinstance(flip_rate, (int, float)) or not 0 <= flip_rate <= 1:
+        raise ValueError(f"`flip_rate` must be a probability in [0, 1], got {flip_rate!r}.")
+    rewards, mask, bad = V.prepare_rewards(rewards, mask)
+    _check_binary(rewards, mask, "noisy_reward_advantages")
+    flip = jax.random.uniform(key, rewards.shape) < flip_rate
+    noisy = jnp.where((rewards == 0) & flip, 1.0, rewards).astype(rewards.dtype)
+    return V.finish_weights(_zscore(noisy, mask), mask, bad)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Matched variants: each isolates one difference between PKPO and Chen et al.
 
@@ -432,21 +484,30 @@ def _pkpo(estimator: str) -> Callable[..., Array]:
     return fn
 
 
-def _k_free(method: Callable[..., Array]) -> Callable[..., Array]:
-    """Registry entry for a method without k: a k given to it is validated and applied as for all."""
+def _k_free(method: Callable[..., Array], name: str | None = None) -> Callable[..., Array]:
+    """Registry entry for a method without k: a k given to it is validated and applied as for all.
+
+    ``method(rewards, mask)`` or, for random methods, ``method(rewards, mask, key=key)``."""
+    random = name is not None
 
     def fn(rewards, *, k=None, mask=None, key=None):
-        del key
+        call = (
+            (lambda: method(rewards, mask, key=key)) if random else (lambda: method(rewards, mask))
+        )
         if k is None:
-            return method(rewards, mask)
+            return call()
         V.check_k(k, V.static_n(rewards))
-        out = method(rewards, mask)
+        out = call()
         k_ok = V.k_in_range(k, out.shape[-1])
         return out if k_ok is True else jnp.where(k_ok, out, 0)
 
-    fn.__name__ = method.__name__
+    fn.__name__ = name or method.__name__
     fn.__doc__ = method.__doc__
     return fn
+
+
+def _noisy_registry(rewards, mask, *, key, rate):
+    return noisy_reward_advantages(rewards, key, rate, mask)
 
 
 ADVANTAGES: dict[str, Callable[..., Array]] = {
@@ -466,6 +527,15 @@ ADVANTAGES: dict[str, Callable[..., Array]] = {
     "pkpo_s": _pkpo("s"),
     "pkpo_sloo": _pkpo("sloo"),
     "pkpo_sloo_minus_one": _pkpo("sloo_minus_one"),
+    "passk_exceeding": lambda rewards, *, k, mask=None, key=None: exceeding_passk_advantages(
+        rewards, k, mask
+    ),
+    **{
+        f"grpo_noise{int(rate * 100)}": _k_free(
+            functools.partial(_noisy_registry, rate=rate), name=f"grpo_noise{int(rate * 100)}"
+        )
+        for rate in (0.1, 0.3, 0.5)
+    },
     "pkpo_centred": lambda rewards, *, k, mask=None, key=None: centred_pkpo_advantages(
         rewards, k, mask
     ),
@@ -473,8 +543,19 @@ ADVANTAGES: dict[str, Callable[..., Array]] = {
         rewards, k, mask
     ),
 }
-NEEDS_KEY = frozenset({"passk_bootstrap"})
-BINARY_ONLY = frozenset({"passk", "passk_combination", "passk_unnormalised"})
+K_FREE = frozenset({"grpo", "rloo", "tang", "grpo_noise10", "grpo_noise30", "grpo_noise50"})
+NEEDS_KEY = frozenset({"passk_bootstrap", "grpo_noise10", "grpo_noise30", "grpo_noise50"})
+BINARY_ONLY = frozenset(
+    {
+        "passk",
+        "passk_combination",
+        "passk_unnormalised",
+        "passk_exceeding",
+        "grpo_noise10",
+        "grpo_noise30",
+        "grpo_noise50",
+    }
+)
 
 
 def compute_advantages(
@@ -493,7 +574,7 @@ def compute_advantages(
         raise ValueError(f"unknown advantage `name` {name!r}; choose one of {sorted(ADVANTAGES)}.")
     if name in NEEDS_KEY and key is None:
         raise ValueError(f"advantage {name!r} samples groups at random and needs a PRNG `key`.")
-    if k is None and name not in ("grpo", "rloo", "tang"):
+    if k is None and name not in K_FREE:
         raise ValueError(f"advantage {name!r} needs `k`.")
     return ADVANTAGES[name](rewards, k=k, mask=mask, key=key)
 

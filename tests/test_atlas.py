@@ -120,3 +120,32 @@ def test_atlas_experiment_quick(tmp_path):
     for name in A.ADVANTAGES:
         assert f"| {name}" in md
     assert (tmp_path / "atlas" / "atlas.png").stat().st_size > 10_000
+
+
+def test_exceeding_passk_moves_the_mass_peak_to_one_correct():
+    n, k = 32, 8
+    eta = A.advantage_mass("passk_exceeding", n, k)
+    assert int(np.argmax(eta)) == 1  # the stated aim of Eq. 17 (the plain Pass@k peak is at 4)
+    assert int(np.argmax(A.advantage_mass("passk", n, k))) == 4
+    r = (np.arange(n) < 3).astype(np.float32)
+    np.testing.assert_allclose(
+        A.exceeding_passk_advantages(r, k),
+        0.4 / np.log(3.5) * np.asarray(A.passk_advantages(r, k)),
+        rtol=1e-5,
+    )
+
+
+def test_noise_reward_baseline():
+    rng = np.random.default_rng(0)
+    r = (rng.random((400, 16)) < 0.3).astype(np.float32)
+    key = jax.random.key(0)
+    np.testing.assert_allclose(
+        A.noisy_reward_advantages(r, key, 0.0), A.grpo_advantages(r), rtol=1e-6, atol=1e-6
+    )
+    assert (np.asarray(A.noisy_reward_advantages(r, key, 1.0)) == 0).all()  # all rewards 1
+    # The flip rate is what it says: positive advantages appear on ~30% of the negatives.
+    adv = np.asarray(A.noisy_reward_advantages(r, key, 0.3))
+    flipped = ((adv > 0) & (r == 0)).sum() / (r == 0).sum()
+    assert abs(flipped - 0.3) < 0.02, flipped
+    with pytest.raises(ValueError, match="flip_rate"):
+        A.noisy_reward_advantages(r, key, 1.5)
