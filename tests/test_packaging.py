@@ -89,9 +89,8 @@ def test_wheel_core_dependencies_extras_scripts_and_files(wheel):
     assert {"safetensors", "sentencepiece", "absl-py", "scipy"} <= set(extra("rl"))
     assert extra("tpu-aot")["libtpu"] == "==0.0.42.*"  # the pin jax 0.10.2's own `tpu` extra uses
     assert "torch" in extra("parity") and "ipywidgets" in extra("test")
-    for script in ("passk-train", "passk-eval", "passk-export"):
+    for script in ("passk-train", "passk-eval", "passk-export", "passk-plan"):
         assert f"{script} = " in entry_points
-    assert "passk-plan" not in entry_points  # no planner module yet
     for needed in ("passk_jax/py.typed", "passk_jax/numpy_api.py", "passk_jax/torch_api.py",
                    "passk_jax/toys/gaussian.py", "passk_jax/recipes/verl.py", "passk_jax/evaluate.py"):  # fmt: skip
         assert needed in names, needed
@@ -192,11 +191,15 @@ def test_version_docstring_and_lazy_submodules():
 
 def test_console_scripts_installed_and_answer_help():
     bindir = pathlib.Path(sys.executable).parent
-    for script in ("passk-eval", "passk-export"):
+    for script, flag in (
+        ("passk-eval", "--checkpoint"),
+        ("passk-export", "--checkpoint"),
+        ("passk-plan", "--config"),
+    ):
         path = shutil.which(script, path=str(bindir))
         assert path, f"{script} not installed next to {sys.executable} (reinstall: make install)"
         out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0 and "--checkpoint" in out.stdout, out.stderr
+        assert out.returncode == 0 and flag in out.stdout, out.stderr
     train = shutil.which("passk-train", path=str(bindir))
     out = subprocess.run([train, "--helpfull"], capture_output=True, text=True, timeout=300)
     assert "--workdir" in out.stdout + out.stderr and "--config" in out.stdout + out.stderr, out
