@@ -194,3 +194,46 @@ for label in ("PKPO s", "PKPO s_loo", "PKPO s_loo-1"):
     z = np.abs((m - exact) / np.asarray(full_se[label])).max()
     print(f"{label:14s} mean {np.round(m, 4)}  (exact {exact:.4f}, largest |z| {z:.1f})")
     assert z < 5, "an unbiased estimator should be within a few standard errors of the exact value"
+
+# %% [markdown]
+# ## 4. The weighting atlas: which objective each method ascends
+#
+# For binary rewards with success probability p, every method's expected gradient on one prompt is
+# `m(p) grad p` (`passk_jax.advantages.expected_weight`, an exact sum over the number of correct
+# samples); its integral `F(p)` (`surrogate_objective`) is the objective the method really optimises.
+# PKPO's unbiased transforms give `m = k (1 - p)^(k-1)` and `F` = pass@k; GRPO's weight grows at
+# both ends, RLOO's is flat (pass@1). The full atlas over every registered method is
+# `experiments/weighting_atlas.py` (results in `experiments/results/`).
+
+# %%
+from passk_jax import advantages as A
+
+n_atlas, k_atlas = 16, 4
+grid = np.linspace(0.0, 1.0, 51 if QUICK else 201)
+fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+for label, name in METHODS.items():
+    kk = None if name in ("grpo", "rloo") else k_atlas
+    m = A.expected_weight(name, grid, n_atlas, kk)
+    f = A.surrogate_objective(name, grid, n_atlas, kk)
+    mid = A.expected_weight(name, np.array([0.5]), n_atlas, kk)[0]
+    ax[0].plot(grid[1:-1], m[1:-1] / mid, label=label)
+    ax[1].plot(grid, f / f[-1], label=label)
+ax[0].plot(
+    grid,
+    k_atlas * (1 - grid) ** (k_atlas - 1) / (k_atlas * 0.5 ** (k_atlas - 1)),
+    "k:",
+    label="k(1-p)^(k-1)",
+)
+ax[0].set(
+    yscale="log",
+    xlabel="p",
+    ylabel="m(p) / m(0.5)",
+    title=f"step size per prompt (n={n_atlas}, k={k_atlas})",
+)
+ax[1].set(xlabel="p", ylabel="F(p) / F(1)", title="objective ascended")
+ax[0].legend(fontsize=6)
+plt.show()
+pk = A.expected_weight("pkpo_sloo_minus_one", grid, n_atlas, k_atlas)
+assert np.allclose(pk, k_atlas * (1 - grid) ** (k_atlas - 1), atol=1e-4), (
+    "PKPO's m(p) is k(1-p)^(k-1)"
+)
