@@ -96,7 +96,12 @@ def logprobs_and_entropy(
         # exp(-inf) * -inf is NaN: outside the support the summand (and its gradient) is 0.
         safe = jnp.where(jnp.isfinite(logp_BTV), logp_BTV, 0.0)
         ent = -jnp.sum(jnp.exp(logp_BTV) * safe, axis=-1)
-    picked = jnp.take_along_axis(logp_BTV, targets[..., None], axis=-1)[..., 0]
+    # A one-hot select rather than a gather: it fuses with the log-softmax, and its gradient is
+    # elementwise (a gather's is a scatter-add, slow on XLA:CPU).
+    hot = targets[..., None] == jax.lax.broadcasted_iota(
+        jnp.int32, logp_BTV.shape, logp_BTV.ndim - 1
+    )
+    picked = jnp.sum(jnp.where(hot, logp_BTV, 0.0), axis=-1)
     return picked, ent
 
 

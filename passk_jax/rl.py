@@ -450,10 +450,12 @@ def _train(config, workdir: str) -> dict[str, float]:
             else None
         )
         last, start = _loop(run, config, workdir, state, shardings, ckpt, writer)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
     finally:
         ckpt.close()  # waits for the last asynchronous save, on error paths too
-        if writer is not None and sys.exc_info()[0] is not None:
-            writer.close()
     if writer:
         records = M.read_jsonl(writer.path)
         if start >= rl.steps:  # restarted after the end: report what the finished run recorded

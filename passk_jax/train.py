@@ -254,19 +254,24 @@ def completion_logits(
 
     The sequence is ``[prompt | completion]``; completion token 0 is predicted by the last real prompt
     token and token ``t > 0`` by completion token ``t - 1`` (prompts may be padded on either side).
+
+    Each prompt row is first rotated so that its last real token sits in slot ``Tp - 1`` (a no-op
+    for left-padded prompts). RoPE positions and the sliding window follow the mask, not the slots,
+    so the logits are the same; the completion logits are then one static slice instead of a
+    gather of ``[B, T, V]`` floats (whose gradient XLA:CPU computes as a slow scatter-add).
     """
     prompt, pmask = batch["prompt_tokens"], batch["prompt_mask"].astype(bool)
     tokens, mask = batch["tokens"], batch["mask"].astype(bool)
-    b, tp = prompt.shape
+    tp = prompt.shape[1]
     t = tokens.shape[1]
+    last_prompt = tp - 1 - jnp.argmax(pmask[:, ::-1], axis=-1)
+    rot = (jnp.arange(tp)[None, :] + last_prompt[:, None] + 1) % tp
+    prompt = jnp.take_along_axis(prompt, rot, axis=1)
+    pmask = jnp.take_along_axis(pmask, rot, axis=1)
     seq = jnp.concatenate([prompt, tokens], axis=1)
     seq_mask = jnp.concatenate([pmask, mask], axis=1)
     logits = gemma2.sequence_logits(params, seq, seq_mask, model_config)
-    last_prompt = tp - 1 - jnp.argmax(pmask[:, ::-1], axis=-1)
-    idx = jnp.concatenate(
-        [last_prompt[:, None], jnp.broadcast_to(tp + jnp.arange(t - 1), (b, t - 1))], axis=1
-    )
-    return jnp.take_along_axis(logits, idx[:, :, None], axis=1)
+    return logits[:, tp - 1 : tp + t - 1]
 
 
 def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig):

@@ -575,3 +575,24 @@ def test_second_process_on_same_workdir_refuses(shared_dir, tmp_path):
     records = _records(workdir) if (workdir / "metrics.jsonl").exists() else []
     steps = [r["step"] for r in records if "train/reward_mean" in r]
     assert steps == sorted(set(steps))  # no duplicated steps
+
+
+def test_zero_update_alarm_stops_the_run_by_config(tmp_path):
+    """Random weights on mazes solve nothing: every weight and gradient is 0 from step 1. With
+    ``health.stop`` the run stops at the alarm, naming it and a checkpoint that is on disk (the
+    pending asynchronous save was awaited); without, it would train on, recording the alarm."""
+    from passk_jax import rl
+
+    config = _quick_config()
+    config.sft.steps = 0
+    config.health = {"zero_update_steps": 2, "stop": True}
+    with pytest.raises(rl.TrainingHealthError, match="all zero for 2 consecutive steps") as e:
+        rl.train_and_evaluate(config, str(tmp_path))
+    assert "newest finalised checkpoint is step 0" in str(e.value)
+    assert _finalized_steps(tmp_path / "checkpoints") == [0]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
+    records = _records(tmp_path)
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
+    assert records[-1]["health/zero_updates"] == 1.0 and "health/zero_updates" not in records[-2]
+    assert records[-1]["train/weight_abs_max"] == 0.0 and records[-1]["train/grad_norm"] == 0.0
+    assert not (tmp_path / "run.lock").exists()  # released on the error path
