@@ -388,6 +388,12 @@ def _leaf_checksum(x: jax.Array) -> jax.Array:
     return jnp.stack([h1, h2])
 
 
+@jax.jit
+def _checksums_jit(arrays: list[jax.Array]) -> jax.Array:
+    """``uint32 [num_leaves, 2]``; jitted once per tree structure and shapes (not per save)."""
+    return jnp.stack([_leaf_checksum(x) for x in arrays])
+
+
 def tree_checksums(tree: Any) -> dict[str, list[int]]:
     """``{leaf path: [h1, h2]}`` of every array leaf of ``tree``, computed on device (jit).
 
@@ -398,7 +404,7 @@ def tree_checksums(tree: Any) -> dict[str, list[int]]:
     arrays = [v for _, v in leaves]
     if not arrays:
         return {}
-    out = jax.jit(lambda xs: jnp.stack([_leaf_checksum(x) for x in xs]))(arrays)
+    out = _checksums_jit(arrays)
     if isinstance(out, jax.Array) and not out.is_fully_addressable:
         out = out.addressable_data(0)
     host = np.asarray(out)
