@@ -257,8 +257,9 @@ def completion_logits(
 
     Each prompt row is first rotated so that its last real token sits in slot ``Tp - 1`` (a no-op
     for left-padded prompts). RoPE positions and the sliding window follow the mask, not the slots,
-    so the logits are the same; the completion logits are then one static slice instead of a
-    gather of ``[B, T, V]`` floats (whose gradient XLA:CPU computes as a slow scatter-add).
+    so the logits are the same; the completion positions are then one contiguous block, whose
+    ``[B, T, D]`` hidden states alone are unembedded (no ``[B, T, V]`` gather, whose gradient
+    XLA:CPU computes as a slow scatter-add).
     """
     prompt, pmask = batch["prompt_tokens"], batch["prompt_mask"].astype(bool)
     tokens, mask = batch["tokens"], batch["mask"].astype(bool)
@@ -270,8 +271,10 @@ def completion_logits(
     pmask = jnp.take_along_axis(pmask, rot, axis=1)
     seq = jnp.concatenate([prompt, tokens], axis=1)
     seq_mask = jnp.concatenate([pmask, mask], axis=1)
-    logits = gemma2.sequence_logits(params, seq, seq_mask, model_config)
-    return logits[:, tp - 1 : tp + t - 1]
+    # Only the T completion-predicting positions are unembedded (a [B, T, D] gather of hidden
+    # states): the [B, Tp + T, V] logits are never formed, which at V = 256k is most of the memory.
+    idx = jnp.broadcast_to(tp - 1 + jnp.arange(t, dtype=jnp.int32), (prompt.shape[0], t))
+    return gemma2.sequence_logits(params, seq, seq_mask, model_config, idx)
 
 
 def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig):
