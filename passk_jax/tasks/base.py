@@ -281,6 +281,7 @@ _PRELOAD = [
     "passk_jax.tasks.code",
     "math_verify",
     "sympy",
+    "passk_jax.tasks._scorer_warmup",
 ]
 _ctx_lock = threading.Lock()
 _ctx: list[Any] = []
