@@ -425,12 +425,13 @@ def jit_train_step(
 ):
     """``train_step`` jitted once, with explicit shardings and the state donated."""
     fn = functools.partial(train_step, tx=tx, model_config=model_config, loss_config=loss_config)
-    return jax.jit(
+    jitted = jax.jit(
         fn,
         in_shardings=(shardings, batch_shardings(mesh)),
         out_shardings=(shardings, S.replicated(mesh)),
         donate_argnums=0,
     )
+    return _under_mesh(jitted, mesh, model_config)
 
 
 def jit_sft_step(tx, model_config, shardings: TrainState, mesh: Mesh):
@@ -580,7 +581,33 @@ def jit_learner_step(
         learner_config=learner_config,
         mesh=mesh,
     )
-    return jax.jit(fn, out_shardings=(shardings, S.replicated(mesh)), donate_argnums=0)
+    jitted = jax.jit(fn, out_shardings=(shardings, S.replicated(mesh)), donate_argnums=0)
+    return _under_mesh(jitted, mesh, model_config)
+
+
+class _MeshCall:
+    """A jitted function traced and called with ``mesh`` set (``jax.set_mesh``), so that the model's
+    activation constraints (``Gemma2Config.activation_batch_axes``) see the mesh. Every other
+    attribute (``lower``, ``_cache_size``, ...) is the jitted function's."""
+
+    def __init__(self, fn, mesh: Mesh):
+        self._fn, self._mesh = fn, mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self._mesh):
+            return self._fn(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self._mesh):
+            return self._fn.lower(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
+
+
+def _under_mesh(jitted, mesh: Mesh, model_config: gemma2.Gemma2Config):
+    """``jitted`` itself unless the model asks for activation constraints (then a ``_MeshCall``)."""
+    return _MeshCall(jitted, mesh) if model_config.activation_batch_axes else jitted
 
 
 def make_batch(
