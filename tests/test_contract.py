@@ -5,6 +5,8 @@ the wrong type: every outcome is the documented one, and no value of one group r
 outputs.
 """
 
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +19,7 @@ from passk_jax import validation as V
 P, G = 6, 5
 KEY = jax.random.key(3)
 # Minimum number of valid samples each method needs, as a function of k.
-LOO = {"pkpo_sloo", "pkpo_sloo_minus_one", "rloo", "tang"}
+LOO = {"pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_centred", "rloo", "tang"}
 K_FREE = A.K_FREE
 
 
@@ -71,8 +73,9 @@ METHODS = sorted(A.ADVANTAGES)
 
 @pytest.mark.parametrize("name", METHODS)
 def test_weights_follow_the_table(name):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # deterministic across processes
     traced = jax.jit(lambda r, m, k: weights(name, r, k, m))
+    tol = 5e-4 if name in A.NEEDS_KEY else 2e-6  # sums of z-scores: jit reorders float sums
     kinds = [True] if name in A.BINARY_ONLY else [True, False]
     for binary in kinds:
         for _ in range(4):
@@ -93,7 +96,7 @@ def test_weights_follow_the_table(name):
                             assert (got[p] == 0).all()
                 # The same k traced: identical outputs, no recompilation across k.
                 np.testing.assert_allclose(
-                    np.asarray(traced(r, mask, jnp.int32(k))), got, rtol=1e-5, atol=2e-6
+                    np.asarray(traced(r, mask, jnp.int32(k))), got, rtol=1e-5, atol=tol
                 )
             for k in (-3, 0, G + 1, 10**6):  # traced, outside [1, n]: zeros everywhere
                 out = np.asarray(traced(r, mask, jnp.int32(k)))
