@@ -30,7 +30,6 @@ lookup for every per-sample weighting.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -484,36 +483,41 @@ def _pkpo(estimator: str) -> Callable[..., Array]:
     return fn
 
 
-def _k_free(method: Callable[..., Array], name: str | None = None) -> Callable[..., Array]:
-    """Registry entry for a method without k: a k given to it is validated and applied as for all.
-
-    ``method(rewards, mask)`` or, for random methods, ``method(rewards, mask, key=key)``."""
-    random = name is not None
+def _k_free(method: Callable[..., Array]) -> Callable[..., Array]:
+    """Registry entry for a method without k, called as ``method(rewards, mask, key)``: a k given
+    to it is validated and applied as for every other method."""
 
     def fn(rewards, *, k=None, mask=None, key=None):
-        call = (
-            (lambda: method(rewards, mask, key=key)) if random else (lambda: method(rewards, mask))
-        )
-        if k is None:
-            return call()
-        V.check_k(k, V.static_n(rewards))
-        out = call()
-        k_ok = V.k_in_range(k, out.shape[-1])
+        if k is not None:
+            V.check_k(k, V.static_n(rewards))
+        out = method(rewards, mask, key)
+        k_ok = True if k is None else V.k_in_range(k, out.shape[-1])
         return out if k_ok is True else jnp.where(k_ok, out, 0)
 
-    fn.__name__ = name or method.__name__
+    fn.__name__ = method.__name__
     fn.__doc__ = method.__doc__
     return fn
 
 
-def _noisy_registry(rewards, mask, *, key, rate):
-    return noisy_reward_advantages(rewards, key, rate, mask)
+def _keyless(method: Callable[..., Array]) -> Callable[..., Array]:
+    fn = lambda rewards, mask, key: method(rewards, mask)
+    fn.__name__, fn.__doc__ = method.__name__, method.__doc__
+    return fn
+
+
+def _noisy(rate: float) -> Callable[..., Array]:
+    fn = lambda rewards, mask, key: noisy_reward_advantages(rewards, key, rate, mask)
+    fn.__name__ = f"grpo_noise{round(rate * 100)}"
+    fn.__doc__ = (
+        f"GRPO after flipping {rate:.0%} of negative rewards (:func:`noisy_reward_advantages`)."
+    )
+    return fn
 
 
 ADVANTAGES: dict[str, Callable[..., Array]] = {
-    "grpo": _k_free(grpo_advantages),
-    "rloo": _k_free(rloo_advantages),
-    "tang": _k_free(tang_advantages),
+    "grpo": _k_free(_keyless(grpo_advantages)),
+    "rloo": _k_free(_keyless(rloo_advantages)),
+    "tang": _k_free(_keyless(tang_advantages)),
     "passk": lambda rewards, *, k, mask=None, key=None: passk_advantages(rewards, k, mask),
     "passk_bootstrap": lambda rewards, *, k, mask=None, key: bootstrap_passk_advantages(
         rewards, k, key, mask=mask
@@ -530,12 +534,7 @@ ADVANTAGES: dict[str, Callable[..., Array]] = {
     "passk_exceeding": lambda rewards, *, k, mask=None, key=None: exceeding_passk_advantages(
         rewards, k, mask
     ),
-    **{
-        f"grpo_noise{int(rate * 100)}": _k_free(
-            functools.partial(_noisy_registry, rate=rate), name=f"grpo_noise{int(rate * 100)}"
-        )
-        for rate in (0.1, 0.3, 0.5)
-    },
+    **{fn.__name__: _k_free(fn) for fn in map(_noisy, (0.1, 0.3, 0.5))},
     "pkpo_centred": lambda rewards, *, k, mask=None, key=None: centred_pkpo_advantages(
         rewards, k, mask
     ),
@@ -543,18 +542,11 @@ ADVANTAGES: dict[str, Callable[..., Array]] = {
         rewards, k, mask
     ),
 }
-K_FREE = frozenset({"grpo", "rloo", "tang", "grpo_noise10", "grpo_noise30", "grpo_noise50"})
-NEEDS_KEY = frozenset({"passk_bootstrap", "grpo_noise10", "grpo_noise30", "grpo_noise50"})
+_NOISE = tuple(name for name in ADVANTAGES if name.startswith("grpo_noise"))
+K_FREE = frozenset({"grpo", "rloo", "tang", *_NOISE})
+NEEDS_KEY = frozenset({"passk_bootstrap", *_NOISE})
 BINARY_ONLY = frozenset(
-    {
-        "passk",
-        "passk_combination",
-        "passk_unnormalised",
-        "passk_exceeding",
-        "grpo_noise10",
-        "grpo_noise30",
-        "grpo_noise50",
-    }
+    {"passk", "passk_combination", "passk_unnormalised", "passk_exceeding", *_NOISE}
 )
 
 

@@ -354,7 +354,8 @@ def compute_advantages(
 
     Args:
       name: one of ``ADVANTAGES``. rewards: ``[..., G]``. k: integer, needed by every pass@k method.
-      mask: optional bool ``[..., G]``. key: int seed or JAX key, needed by ``passk_bootstrap``.
+      mask: optional bool ``[..., G]``. key: int seed or JAX key, needed by the random
+        methods (``advantages.NEEDS_KEY``: ``passk_bootstrap``, the noise-reward baselines).
 
     Returns:
       ``[..., G]`` weights, writable, in the rewards' floating dtype (float32 for int / bool rewards).
@@ -365,9 +366,9 @@ def compute_advantages(
         )
     if name in A.NEEDS_KEY and key is None:
         raise ValueError(f"advantage {name!r} samples groups at random and needs a `key`.")
-    if k is None and name not in ("grpo", "rloo", "tang"):
+    if k is None and name not in A.K_FREE:
         raise ValueError(f"advantage {name!r} needs `k`.")
-    if name in ("grpo", "rloo", "tang"):
+    if name in A.K_FREE:
         k = None  # these ignore k: no validity flag either
     if name in A.BINARY_ONLY:
         _check_binary_host(name, _as_rewards(rewards), _as_mask(mask))

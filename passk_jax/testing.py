@@ -25,6 +25,7 @@ __all__ = [
     "interleaved_medians",
     "random_params",
     "random_prompts",
+    "random_rollout_arrays",
     "tiny_config",
     "tiny_model",
     "tiny_tokenizer",
@@ -111,6 +112,29 @@ def random_prompts(
     lens = rng.randint(min_len, max_len + 1, size=num_prompts)
     ids = [list(rng.randint(low, vocab_size, size=n)) for n in lens]
     return pad_batch(ids, pad_id=0, side=side)
+
+
+def random_rollout_arrays(
+    seed: int = 0, p: int = 4, g: int = 4, tp: int = 6, t: int = 8, vocab: int = 64
+) -> tuple[np.ndarray, ...]:
+    """A random ``[P, G, T]`` rollout, in the argument order of ``train.make_batch``.
+
+    Prompt row 1 is left-padded by 2; completion lengths are random in ``[1, T]``; the sampler's
+    log-probs are around -3 on real tokens and 0 elsewhere; the weights are standard normal.
+
+    Returns:
+      ``(prompt [P, Tp], prompt_mask, tokens [P, G, T], mask, old_logp, weights [P, G])``.
+    """
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(3, vocab, (p, tp)).astype(np.int32)
+    pmask = np.ones((p, tp), bool)
+    pmask[1, :2] = False  # left padding
+    tokens = rng.integers(3, vocab, (p, g, t)).astype(np.int32)
+    lengths = rng.integers(1, t + 1, (p, g))
+    mask = np.arange(t)[None, None] < lengths[..., None]
+    old_logp = np.where(mask, rng.normal(-3.0, 0.3, (p, g, t)), 0).astype(np.float32)
+    weights = rng.normal(size=(p, g)).astype(np.float32)
+    return prompt, pmask, tokens, mask, old_logp, weights
 
 
 def as_jnp(tree: Any) -> Any:

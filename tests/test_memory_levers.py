@@ -16,22 +16,12 @@ import pytest
 from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax.models import gemma2
-from passk_jax.testing import tiny_config
+from passk_jax.testing import random_rollout_arrays, tiny_config
 
 BATCH_AXES = ("data", "fsdp")
 
 
-def _batch(seed=0, p=4, g=4, tp=6, t=8, vocab=64):
-    rng = np.random.default_rng(seed)
-    prompt = rng.integers(3, vocab, (p, tp)).astype(np.int32)
-    pmask = np.ones((p, tp), bool)
-    pmask[1, :2] = False
-    tokens = rng.integers(3, vocab, (p, g, t)).astype(np.int32)
-    lengths = rng.integers(1, t + 1, (p, g))
-    mask = np.arange(t)[None, None] < lengths[..., None]
-    old_logp = np.where(mask, rng.normal(-3.0, 0.3, (p, g, t)), 0).astype(np.float32)
-    weights = rng.normal(size=(p, g)).astype(np.float32)
-    return prompt, pmask, tokens, mask, old_logp, weights
+_batch = random_rollout_arrays
 
 
 def _step(cfg, mesh_shape):
@@ -113,3 +103,15 @@ def test_gathered_unembedding_equals_full_logits():
     part = np.asarray(gemma2.sequence_logits(params, tokens, mask, cfg, idx))
     assert part.shape == (3, 3, cfg.vocab_size)
     np.testing.assert_allclose(part, np.take_along_axis(full, np.asarray(idx)[:, :, None], 1))
+
+
+def test_learner_step_is_traced_under_the_mesh_only_when_asked():
+    mesh = S.make_mesh((2, 2, 2), jax.devices()[:8])
+    tx = optax.sgd(0.1)
+    learner = TR.LearnerConfig.make("pkpo_sloo_minus_one", {"kind": "constant", "k": 2})
+    for axes, wrapped in ((None, False), (BATCH_AXES, True)):
+        cfg = dataclasses.replace(tiny_config(), activation_batch_axes=axes)
+        shardings = TR.state_shardings(cfg, tx, mesh)
+        step = TR.jit_learner_step(tx, cfg, TR.LossConfig(), learner, shardings, mesh)
+        assert isinstance(step, TR._MeshCall) == wrapped
+        assert callable(step.lower) and step._cache_size() == 0

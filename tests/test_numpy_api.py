@@ -158,3 +158,14 @@ def test_argument_errors():
     m = np.ones_like(MASK)
     m[0, 0] = False
     np.testing.assert_allclose(P.passk_advantages(r, 2, m), A.passk_advantages(r, 2, m), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(A.K_FREE))
+def test_k_free_methods_need_no_k(name):
+    # Every k-free registry entry (the noise-reward baselines too) is callable without k.
+    key = 5 if name in A.NEEDS_KEY else None
+    got = P.compute_advantages(name, BINARY, key=key)
+    want = np.asarray(
+        A.compute_advantages(name, BINARY, key=jax.random.key(5) if key is not None else None)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

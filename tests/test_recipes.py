@@ -228,6 +228,18 @@ def test_trl_mixin_k_schedule_and_other_methods():
     np.testing.assert_allclose(out["advantages"].numpy(), want, atol=1e-6)
 
 
+def test_trl_mixin_random_methods_get_a_key():
+    rpf, inputs = _trl_data(2)
+
+    class Noisy(trl_recipe.PassKGRPOMixin, FakeGRPOTrainer):
+        passk_method = "grpo_noise30"
+        passk_k = 4
+
+    a = Noisy(rpf[:, :1], 8, 0, [1.0])._generate_and_score_completions(inputs)["advantages"]
+    b = Noisy(rpf[:, :1], 8, 0, [1.0])._generate_and_score_completions(inputs)["advantages"]
+    assert torch.isfinite(a).all() and torch.equal(a, b)  # seeded from passk_seed + step
+
+
 def test_trl_mixin_fails_loudly_if_the_hook_is_not_called():
     class Renamed(FakeGRPOTrainer):
         def _generate_and_score_completions(self, inputs):

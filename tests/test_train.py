@@ -12,20 +12,9 @@ from passk_jax import losses as L
 from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax.models import gemma2
-from passk_jax.testing import tiny_config
+from passk_jax.testing import random_rollout_arrays, tiny_config
 
-
-def _batch(seed=0, p=4, g=4, tp=6, t=8, vocab=64):
-    rng = np.random.default_rng(seed)
-    prompt = rng.integers(3, vocab, (p, tp)).astype(np.int32)
-    pmask = np.ones((p, tp), bool)
-    pmask[1, :2] = False  # left padding
-    tokens = rng.integers(3, vocab, (p, g, t)).astype(np.int32)
-    lengths = rng.integers(1, t + 1, (p, g))
-    mask = np.arange(t)[None, None] < lengths[..., None]
-    old_logp = np.where(mask, rng.normal(-3.0, 0.3, (p, g, t)), 0).astype(np.float32)
-    weights = rng.normal(size=(p, g)).astype(np.float32)
-    return prompt, pmask, tokens, mask, old_logp, weights
+_batch = random_rollout_arrays
 
 
 def _run(mesh_shape, loss_config, steps=2, seed=0, tx=None):

@@ -75,7 +75,9 @@ class PassKGRPOMixin:
         k = self.passk_k(step) if callable(self.passk_k) else self.passk_k
         local = output["advantages"]
         start = self.accelerator.process_index * local.shape[0]
-        key = self.passk_seed + step if self.passk_method == "passk_bootstrap" else None
+        from passk_jax.advantages import NEEDS_KEY
+
+        key = self.passk_seed + step if self.passk_method in NEEDS_KEY else None
         adv = passk_advantages_for_slice(
             rewards, self.num_generations, self.passk_method, k, start, local.shape[0], key
         )
