@@ -1,6 +1,6 @@
 """The whole RL step: its time split (sample / score / learn / eval) and the driver's speed-up.
 
-Runs ``python -m passk_jax.main`` on ``experiments/configs/maze_tiny.py`` (the demo's model: 3 layers,
+Runs ``python -m passk_jax.main`` on ``passk_jax/configs/maze_tiny.py`` (the demo's model: 3 layers,
 D = 64; 16 prompts x 16 samples x 16 new tokens per step; random initial weights, no warm start:
 the step's cost does not depend on the rewards) in fresh processes, interleaving round by round:
 
@@ -134,7 +134,7 @@ def main() -> None:
         "## RL step: driver speed-up and time split",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), jax {jax.__version__} (cpu). `experiments/configs/maze_tiny.py:steps={args.steps}`, "
+        f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), jax {jax.__version__} (cpu). `passk_jax/configs/maze_tiny.py:steps={args.steps}`, "
         "no warm start (random weights), 16 prompts x 16 samples x 16 new tokens per step, "
         f"{args.eval_prompts} eval prompts x 16 samples once at the end. Median of the per-step "
         f"wall times of steps {args.skip + 1}..{args.steps} over {args.rounds} interleaved "

@@ -4,7 +4,7 @@ Question: at laptop scale, do PKPO's claims hold? (1) training with k_opt = k_ev
 pass@k_eval; (2) annealing k 8 -> 1 keeps pass@1 while raising pass@8; (3) on a hard split, where
 pass@1 training stalls, k_opt >= 4 reaches a higher cumulative solve rate.
 
-Set-up (``experiments/configs/maze_tiny.py``): a tiny Gemma-2 (char tokenizer) gets one supervised warm
+Set-up (``passk_jax/configs/maze_tiny.py``): a tiny Gemma-2 (char tokenizer) gets one supervised warm
 start on 5x5 mazes, shared by every run; then each method runs RL with the same budget (steps x prompts x
 samples) and is evaluated on held-out 5x5 mazes (pass@{1,2,4,8,16} from 16 samples per maze, unbiased
 estimator). Methods: PKPO ``sloo_minus_one`` with k_opt in {1, 2, 4, 8}, k annealed 8 -> 1, Chen et
@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 
 from absl import logging  # noqa: E402
 
-from experiments.configs import maze_tiny  # noqa: E402
+from passk_jax.configs import maze_tiny  # noqa: E402
 from passk_jax import metrics as M  # noqa: E402
 from passk_jax import rl  # noqa: E402
 

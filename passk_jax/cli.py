@@ -1,6 +1,6 @@
 """Console-script entry points (``[project.scripts]`` in ``pyproject.toml``).
 
-``passk-train`` runs :mod:`passk_jax.main` (absl flags: ``--config FILE[:ARG] --workdir DIR``);
+``passk-train`` runs :mod:`passk_jax.main` (absl flags: ``--config NAME_OR_FILE[:ARG] --workdir DIR``);
 ``passk-eval`` and ``passk-export`` point straight at :func:`passk_jax.evaluate.main` and
 :func:`passk_jax.export.main`.
 """
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 
 def train() -> None:
-    """``passk-train --config FILE[:ARG] --workdir DIR``: the RL experiment of ``passk_jax.main``."""
-    from absl import app
-
+    """``passk-train --config NAME_OR_FILE[:ARG] --workdir DIR``: see :mod:`passk_jax.main`."""
     from passk_jax import main as main_module
 
-    app.run(main_module.main)
+    main_module.run()

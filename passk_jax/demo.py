@@ -1,7 +1,7 @@
 """``make demo``: a tiny Gemma-2 learns 5x5 text mazes, then pass@k RL with k_opt in {1, 4, 8 -> 1}.
 
 Runs on a 2-core CPU in about 8 minutes: one supervised warm start shared by every run, then
-three RL runs of ``experiments/configs/maze_tiny.py`` (PKPO ``sloo_minus_one`` with k_opt = 1, k_opt = 4
+three RL runs of ``maze_tiny`` (``passk_jax/configs/maze_tiny.py``) (PKPO ``sloo_minus_one`` with k_opt = 1, k_opt = 4
 and k annealed 8 -> 1), and prints held-out pass@k before and after RL. Everything is written under
 ``runs/demo/`` (metrics.jsonl, TensorBoard events, curves.png per run, and ``summary.md``).
 
@@ -13,23 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 from absl import logging
 
+from passk_jax import config_lib, rl
 from passk_jax import metrics as M
-from passk_jax import rl
 
 VARIANTS = (("k_opt=1", "k=1"), ("k_opt=4", "k=4"), ("k_opt=8->1", "anneal"))
 
 
 def _load_config(arg: str):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, root)
-    from experiments.configs import maze_tiny
-
-    return maze_tiny.get_config(arg)
+    return config_lib.load_config(f"maze_tiny:{arg}")
 
 
 def main(argv=None) -> None:

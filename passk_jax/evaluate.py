@@ -2,7 +2,7 @@
 
 Command line (``passk-eval``, or ``python -m passk_jax.evaluate``)::
 
-    passk-eval --config experiments/configs/maze_tiny.py:quick --checkpoint runs/k4 \\
+    passk-eval --config passk_jax/configs/maze_tiny.py:quick --checkpoint runs/k4 \\
         --split eval --num_samples 16 --out runs/k4/eval
 
 The config gives the task, tokenizer, model architecture and sampling settings (the flags override
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -54,15 +53,11 @@ __all__ = [
 
 
 def load_config(spec: str) -> Any:
-    """``"path/to/config.py:ARG"`` -> ``get_config(ARG)`` of that file (the ``--config`` syntax)."""
-    path, _, arg = spec.partition(":")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path!r} not found")
-    name = "_passk_config_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    """``"maze_tiny:ARG"`` / ``"path/to/config.py:ARG"`` -> ``get_config(ARG)`` (the ``--config``
+    syntax; :func:`passk_jax.config_lib.load_config`)."""
+    from passk_jax import config_lib
+
+    return config_lib.load_config(spec)
 
 
 @dataclasses.dataclass
@@ -83,10 +78,10 @@ def _to_dict(x: Any) -> dict[str, Any]:
 def build_parts(config: Any) -> Parts:
     """Builds the task, tokenizer and ``Gemma2Config`` described by an experiment config."""
     from passk_jax.models import gemma2
-    from passk_jax.tasks import make_task
+    from passk_jax.tasks import build_task
     from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer
 
-    task = make_task(config.task.name, **_to_dict(config.task.get("kwargs")))
+    task = build_task(config.task)
     kind = config.get("tokenizer", "char")
     if kind == "char":
         if not task.alphabet:
@@ -203,13 +198,10 @@ def _ks(n: int, extra: Sequence[int] = ()) -> list[int]:
 # Evaluation.
 
 
-def _encode(tok: Any, prompts: Sequence[Any], max_len: int | None):
-    from passk_jax.tokenizers import pad_batch
+def _encode(tok: Any, prompts: Sequence[Any], max_len: int | None, chat_template=None):
+    from passk_jax import rl
 
-    ids = [tok.encode(p.text, add_bos=True) for p in prompts]
-    if max_len:
-        ids = [x if len(x) <= max_len else x[:1] + x[-(max_len - 1) :] for x in ids]
-    return pad_batch(ids, tok.pad_id, side="left")
+    return rl._encode_prompts(tok, prompts, max_len, chat_template)
 
 
 def _score(task: Any, prompts: Sequence[Any], completions: Sequence[str]) -> np.ndarray:
@@ -231,6 +223,7 @@ def evaluate(
     top_k: int | None = None,
     top_p: float | None = None,
     max_prompt_len: int | None = None,
+    chat_template: str | None = None,
     ks: Sequence[int] = (),
     threshold: float = 1.0,
     seed: int = 0,
@@ -244,6 +237,7 @@ def evaluate(
         (None = all). batch_prompts: prompts per sampler call.
       max_new_tokens / temperature / top_k / top_p: sampling settings.
       max_prompt_len: keep BOS and the last ``max_prompt_len - 1`` prompt tokens (None = all).
+      chat_template: ``"gemma"`` wraps each prompt in Gemma's turn format (as in training).
       ks: extra k values (the table always has 1, 2, 4, ..., n).
       threshold: reward at or above which a sample counts as a pass for pass@k.
       seed: PRNG seed of the sampler (the same seed gives the same completions).
@@ -268,7 +262,7 @@ def evaluate(
     t0 = time.time()
     for start in range(0, len(prompts), batch_prompts):
         batch = prompts[start : start + batch_prompts]
-        toks, mask = _encode(tok, batch, max_prompt_len)
+        toks, mask = _encode(tok, batch, max_prompt_len, chat_template)
         out = SMP.sample(
             params,
             model_config,
@@ -395,6 +389,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         top_k=rl.get("top_k", None),
         top_p=rl.get("top_p", None),
         max_prompt_len=int(config.get("max_prompt_len", 0) or 0) or None,
+        chat_template=config.get("chat_template", None),
         ks=[int(k) for k in args.ks.split(",") if k.strip()],
         threshold=args.threshold,
         seed=args.seed,

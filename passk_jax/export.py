@@ -7,7 +7,7 @@ mapping is the inverse of :func:`passk_jax.checkpoints.flax_params_from_hf_state
 
 Command line (``passk-export``, or ``python -m passk_jax.export``)::
 
-    passk-export --config experiments/configs/maze_tiny.py:quick --checkpoint runs/k4 --out hf/k4
+    passk-export --config passk_jax/configs/maze_tiny.py:quick --checkpoint runs/k4 --out hf/k4
 
 ``--checkpoint`` takes what :func:`passk_jax.evaluate.load_params` takes: an RL workdir (latest
 checkpoint), one of its step directories, a ``save_params`` directory, a Flax release checkpoint or

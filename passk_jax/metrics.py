@@ -1,6 +1,7 @@
 """Evaluation metrics (unbiased pass@k, cumulative solve rate) and writers (JSONL, TensorBoard, PNG).
 
-``pass_at_k_table(rewards, ks)`` averages the unbiased pass@k estimate over prompts;
+``pass_at_k_table(rewards, ks)`` averages the unbiased pass@k estimate over prompts (``maxg_at_k_table``
+the maxg@k estimate, for continuous rewards);
 ``CumulativeSolve`` tracks the fraction of training prompts solved at least once (PKPO's exploration
 metric); ``MetricWriter`` appends one JSON object per logged step to ``metrics.jsonl`` and mirrors the
 scalars to TensorBoard (tensorboardX); ``plot_curves`` draws the pass@k / reward / entropy curves;
@@ -14,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +27,8 @@ __all__ = [
     "CumulativeSolve",
     "HealthMonitor",
     "MetricWriter",
+    "format_final_table",
+    "maxg_at_k_table",
     "pass_at_k_table",
     "plot_curves",
     "powers_of_two",
@@ -53,6 +57,20 @@ def pass_at_k_table(rewards: Any, ks: Iterable[int], threshold: float = 1.0) -> 
     c = (r >= threshold).sum(-1)
     n = r.shape[-1]
     return {int(k): float(np.mean(np.asarray(E.pass_at_k(c, n, int(k))))) for k in ks}
+
+
+def maxg_at_k_table(rewards: Any, ks: Iterable[int]) -> dict[int, float]:
+    """Mean over prompts of the unbiased maxg@k estimate (E[max of k rewards], PKPO Eq. 12).
+
+    Args:
+      rewards: ``[P, G]`` rewards (any real values) of G samples for each of P prompts.
+      ks: the k values (each <= G).
+
+    Returns:
+      ``{k: mean maxg@k}``; for 0/1 rewards it equals :func:`pass_at_k_table`.
+    """
+    r = np.asarray(rewards, np.float32)
+    return {int(k): float(np.mean(np.asarray(E.maxg_at_k(r, int(k))))) for k in ks}
 
 
 class CumulativeSolve:
@@ -267,6 +285,35 @@ def _to_float(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def format_final_table(record: Mapping[str, Any], title: str = "") -> str:
+    """The end-of-run table: held-out pass@k / maxg@k (one row per split and metric, one column per
+    k), then the last training scalars (mean reward, cumulative solve rate, entropy, k)."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for key, v in record.items():
+        head, _, tail = str(key).partition("/")
+        m = re.fullmatch(r"(pass|maxg)@(\d+)", tail)
+        if head.startswith("eval") and m:
+            groups.setdefault((head, m.group(1)), {})[int(m.group(2))] = float(v)
+    ks = sorted({k for d in groups.values() for k in d})
+    lines = [f"final metrics{': ' + title if title else ''}"]
+    if groups:
+        lines.append("| split | metric | " + " | ".join(f"k={k}" for k in ks) + " |")
+        lines.append("|---|---|" + "---|" * len(ks))
+        for (split, metric), d in sorted(groups.items()):
+            cells = " | ".join(f"{d[k]:.3f}" if k in d else "" for k in ks)
+            lines.append(f"| {split} | {metric}@k | {cells} |")
+    else:
+        lines.append("(no held-out evaluation in the final record)")
+    train = [
+        f"{k.split('/')[-1]} {float(record[k]):.4g}"
+        for k in ("train/reward_mean", "train/cum_solve_rate", "train/entropy", "train/k")
+        if k in record
+    ]
+    if train:
+        lines.append("train: " + ", ".join(train))
+    return "\n".join(lines)
 
 
 def plot_curves(records: Sequence[Mapping[str, Any]], path: str, title: str = "") -> str | None:

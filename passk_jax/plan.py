@@ -219,10 +219,10 @@ def _vocab_size(config) -> int | None:
     """The tokenizer's vocabulary where it is cheap to know (char tokenizers), else None."""
     if config.get("tokenizer", "char") != "char":
         return None
-    from passk_jax.tasks import make_task
+    from passk_jax.tasks import build_task
     from passk_jax.tokenizers import CharTokenizer
 
-    task = make_task(config.task.name, **dict(config.task.get("kwargs") or {}))
+    task = build_task(config.task)
     return CharTokenizer(task.alphabet).vocab_size
 
 
@@ -295,10 +295,12 @@ def plan_config(
 def _default_prompt_len(config) -> int:
     """Prompt length for configs without ``max_prompt_len``: the longest training prompt."""
     from passk_jax import rl
+    from passk_jax.tokenizers import encode_prompt
 
-    task = rl.make_task(config.task.name, **dict(config.task.get("kwargs") or {}))
+    task = rl.build_task(config.task)
     tok = rl._tokenizer(config, task)
-    return max(len(tok.encode(p.text, add_bos=True)) for p in task.prompts("train")[:256])
+    chat = config.get("chat_template", None)
+    return max(len(encode_prompt(tok, p.text, chat)) for p in task.prompts("train")[:256])
 
 
 def largest_fitting_batch(
@@ -443,16 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(spec: str):
-    """Loads ``path[:args]`` as the CLI does: the file's ``get_config(args)``."""
-    import importlib.util
+    """Loads ``NAME_OR_PATH[:args]`` as every command does (:func:`config_lib.load_config`)."""
+    from passk_jax import config_lib
 
-    path, _, arg = spec.partition(":")
-    mod_spec = importlib.util.spec_from_file_location("_passk_plan_config", path)
-    if mod_spec is None or mod_spec.loader is None:
-        raise SystemExit(f"--config {path!r}: not a Python config file.")
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config(spec)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax import validate_config as V
 from passk_jax.models import gemma2
-from passk_jax.tasks import make_task
-from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer, pad_batch
+from passk_jax.tasks import build_task
+from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer, encode_prompt, pad_batch
 
 __all__ = ["build", "train_and_evaluate", "warm_start"]
 
@@ -102,8 +102,8 @@ def _tokenizer(config, task):
     raise ValueError(f"unknown tokenizer {kind!r}; use 'char' or 'sentencepiece'.")
 
 
-def _encode_prompts(tok, prompts, max_len: int | None = None):
-    ids = [tok.encode(p.text, add_bos=True) for p in prompts]
+def _encode_prompts(tok, prompts, max_len: int | None = None, chat_template: str | None = None):
+    ids = [encode_prompt(tok, p.text, chat_template) for p in prompts]
     if max_len is not None:
         if max_len < 2:
             raise ValueError(f"max_prompt_len must be >= 2 (BOS + one token), got {max_len}.")
@@ -147,7 +147,7 @@ class _Run:
         self.config = config
         self.workdir = workdir
         self.is_main = jax.process_index() == 0
-        self.task = make_task(config.task.name, **_to_dict(config.task.get("kwargs")))
+        self.task = build_task(config.task)
         V.validate(config, self.task)  # checks that need the task (binary rewards, splits)
         self.tok = _tokenizer(config, self.task)
         self.model_config = _model_config(config, self.tok.vocab_size)
@@ -162,6 +162,9 @@ class _Run:
             split: self.task.prompts(split, config.eval.num_prompts) for split in config.eval.splits
         }
         self.max_prompt_len = int(config.get("max_prompt_len", 0)) or None
+        self.chat_template = config.get("chat_template", None)
+        if self.chat_template is not None:  # fails now if the tokenizer lacks the turn pieces
+            encode_prompt(self.tok, "", self.chat_template)
         rl = config.rl
         # One sampling specification for the sampler and the loss's log-probs.
         self.sampling = V.sampling_spec(config)
@@ -243,7 +246,7 @@ class _Run:
 
     def sample_rollout(self, params, prompts, num_samples: int, key) -> R.Rollout:
         """Samples ``num_samples`` completions per prompt; the rollout stays on device."""
-        toks, mask = _encode_prompts(self.tok, prompts, self.max_prompt_len)
+        toks, mask = _encode_prompts(self.tok, prompts, self.max_prompt_len, self.chat_template)
         out = self.sample(
             params, prompt_tokens=toks, prompt_mask=mask, num_samples=num_samples, rng=key
         )
@@ -282,6 +285,10 @@ class _Run:
             prefix = "eval" if split == "eval" else f"eval_{split}"
             for k, v in M.pass_at_k_table(rewards, _eval_ks(ev)).items():
                 out[f"{prefix}/pass@{k}"] = v
+            if not getattr(self.task, "binary", True):  # continuous rewards: E[max of k] too
+                for k, v in M.maxg_at_k_table(rewards, _eval_ks(ev)).items():
+                    out[f"{prefix}/maxg@{k}"] = v
+                out[f"{prefix}/reward_mean"] = float(np.mean(rewards))
         return out
 
     # --------------------------------------------------------------------------------------------
@@ -355,7 +362,7 @@ def _sft(run: _Run, params) -> Any:
     for i in bar:
         idx = rng.choice(len(prompts), cfg.batch_size, replace=len(prompts) < cfg.batch_size)
         batch_prompts = [prompts[j] for j in idx]
-        toks, pmask = _encode_prompts(run.tok, batch_prompts, run.max_prompt_len)
+        toks, pmask = _encode_prompts(run.tok, batch_prompts, run.max_prompt_len, run.chat_template)
         targets = [run.tok.encode(p.target, add_bos=False, add_eos=True) for p in batch_prompts]
         tgt, tmask = pad_batch(targets, run.tok.pad_id, side="right", length=t)
         b = TR.make_batch(
@@ -412,14 +419,84 @@ class TrainingHealthError(RuntimeError):
     """A health alarm stopped the run (``config.health.stop``) or a loss was not finite."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+CONFIG_FILE = "run_config.json"
+
+
+class ConfigMismatch(V.ConfigError):
+    """The workdir holds a run of a different config (``problems``: the differing keys)."""
+
+    def __init__(self, path: str, diffs: list[tuple[str, Any, Any]]):
+        self.problems = [(k, f"{k}: saved {old!r}, now {new!r}") for k, old, new in diffs]
+        lines = "\n".join(f"  {msg}" for _, msg in self.problems[:20])
+        more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
+        ValueError.__init__(
+            self,
+            f"the workdir's run was started with a different config ({path}; {len(diffs)} "
+            f"key(s) differ):\n{lines}{more}\nUse another --workdir, or --force_resume to resume "
+            "with the new config (the old one is kept next to it).",
+        )
+
+
+def _config_json(config: Any) -> dict[str, Any]:
+    """The config as plain JSON values (tuples as lists), as it is saved in the workdir."""
+    if hasattr(config, "to_json_best_effort"):
+        return json.loads(config.to_json_best_effort(sort_keys=True))
+    return json.loads(json.dumps(_to_dict(config), sort_keys=True, default=repr))
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            out += _diff(old.get(key, "<missing>"), new.get(key, "<missing>"), where)
+        return out
+    return [] if old == new else [(prefix or "<config>", old, new)]
+
+
+def check_saved_config(
+    config: Any, workdir: str, force: bool = False
+) -> list[tuple[str, Any, Any]]:
+    """Compares ``config`` with ``workdir/run_config.json`` (the config the run there started with).
+
+    A first start saves it. A different saved config raises :class:`ConfigMismatch`, unless
+    ``force``: then the old file is kept as ``run_config.replaced-N.json`` and the new one saved.
+    Returns the differences (empty when they match). Only process 0 writes.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    new = _config_json(config)
+    diffs: list[tuple[str, Any, Any]] = []
+    if os.path.exists(path):
+        with open(path) as f:
+            diffs = _diff(json.load(f), new)
+        if diffs and not force:
+            raise ConfigMismatch(path, diffs)
+    if jax.process_index() == 0 and (diffs or not os.path.exists(path)):
+        if diffs:
+            n = 1
+            while os.path.exists(os.path.join(workdir, f"run_config.replaced-{n}.json")):
+                n += 1
+            os.replace(path, os.path.join(workdir, f"run_config.replaced-{n}.json"))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(new, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    return diffs
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, force_resume: bool = False
+) -> dict[str, float]:
     """Runs (or resumes) the RL experiment ``config`` in ``workdir``; returns the final metrics.
 
     The config is validated before anything else (``validate_config.validate``: a
     ``ConfigError`` names every bad key), then the workdir is locked against a second live
-    process (``checkpoints.WorkdirLock``). Writes ``workdir/metrics.jsonl``, TensorBoard events in
-    ``workdir/tensorboard``, orbax checkpoints in ``workdir/checkpoints`` and ``workdir/curves.png``
-    at the end. Restarting resumes from the newest intact checkpoint (``RunCheckpointer``); pending
+    process (``checkpoints.WorkdirLock``) and the config compared with the one saved there
+    (``check_saved_config``: a resume with a different config raises :class:`ConfigMismatch`
+    unless ``force_resume``). Writes ``workdir/run_config.json``, ``workdir/metrics.jsonl``,
+    TensorBoard events in ``workdir/tensorboard``, orbax checkpoints in ``workdir/checkpoints``,
+    and at the end ``workdir/curves.png`` and ``final_metrics.json``, and prints the final table.
+    Restarting resumes from the newest intact checkpoint (``RunCheckpointer``); pending
     checkpoint writes are awaited before returning or raising.
     """
     V.validate(config)
@@ -429,7 +506,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if lock is not None:
         lock.acquire()
     try:
-        return _train(config, workdir)
+        check_saved_config(config, workdir, force_resume)
+        out = _train(config, workdir)
+        if jax.process_index() == 0:
+            print(M.format_final_table(out, title=f"{config.get('name', '')} ({workdir})"))
+        return out
     finally:
         if lock is not None:
             lock.release()

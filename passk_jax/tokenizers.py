@@ -2,17 +2,26 @@
 
 Both expose ``bos_id``, ``eos_id``, ``pad_id``, ``vocab_size``, ``encode(text, add_bos, add_eos)`` and
 ``decode(ids)``; ``decode`` stops at the first EOS and omits PAD / BOS. ``pad_batch`` turns id lists into
-the ``[B, T]`` token and mask arrays the sampler and the model take.
+the ``[B, T]`` token and mask arrays the sampler and the model take; ``encode_prompt`` adds an optional
+chat template (Gemma's turn format) for instruction-tuned checkpoints.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["CharTokenizer", "SentencePieceTokenizer", "Tokenizer", "pad_batch"]
+__all__ = [
+    "CHAT_TEMPLATES",
+    "CharTokenizer",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "encode_prompt",
+    "pad_batch",
+]
 
 
 @runtime_checkable
@@ -69,6 +78,13 @@ class CharTokenizer:
             out.append(self.alphabet[i - 4] if 4 <= i < self.vocab_size else self.unk_char)
         return "".join(out)
 
+    def special_id(self, piece: str) -> int:
+        """Char tokenizers have no special pieces beyond pad / bos / eos / unk."""
+        raise ValueError(
+            f"the char tokenizer has no {piece!r} token; chat templates need a SentencePiece "
+            "tokenizer whose model has Gemma's turn pieces"
+        )
+
 
 class SentencePieceTokenizer:
     """A SentencePiece model from a local path (e.g. Gemma's ``tokenizer.model``; nothing downloaded).
@@ -112,6 +128,33 @@ class SentencePieceTokenizer:
                 continue
             out.append(i)
         return self._sp.DecodeIds(out)
+
+    def special_id(self, piece: str) -> int:
+        """The id of a piece the model has (e.g. ``"<start_of_turn>"``); ``ValueError`` if absent."""
+        i = int(self._sp.PieceToId(piece))
+        if i == int(self._sp.unk_id()) and piece != self._sp.IdToPiece(i):
+            raise ValueError(f"the SentencePiece model has no {piece!r} piece")
+        return i
+
+
+CHAT_TEMPLATES = ("gemma",)
+
+
+def encode_prompt(tok: Any, text: str, chat_template: str | None = None) -> list[int]:
+    """BOS + ``text``, or with ``chat_template="gemma"`` Gemma's single user turn and the model cue:
+    ``<bos><start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n``.
+
+    The turn markers are the model's own pieces (looked up by name, never spelled out in text for
+    the tokenizer to split), so a tokenizer without them raises ``ValueError`` instead of training
+    on a template the checkpoint never saw.
+    """
+    if chat_template is None:
+        return tok.encode(text, add_bos=True)
+    if chat_template != "gemma":
+        raise ValueError(f"unknown chat template {chat_template!r}; known: {CHAT_TEMPLATES}")
+    start, end = tok.special_id("<start_of_turn>"), tok.special_id("<end_of_turn>")
+    piece = functools.partial(tok.encode, add_bos=False)
+    return [tok.bos_id, start, *piece("user\n" + text), end, *piece("\n"), start, *piece("model\n")]
 
 
 def pad_batch(

@@ -121,7 +121,7 @@ class _Checker:
         if v is _MISSING:
             return None
         if v not in choices:
-            self.bad(key, v, f"unknown name; choose one of {sorted(choices)}")
+            self.bad(key, v, f"unknown name; choose one of {sorted(choices, key=str)}")
             return None
         return v
 
@@ -151,8 +151,14 @@ def validate(config: Any, task: Any = None) -> None:
     """
     c = _Checker(config)
     from passk_jax.tasks import TASKS
+    from passk_jax.tasks.plugins import is_plugin_spec
 
-    c.one_of("task.name", set(TASKS))
+    if not is_plugin_spec(c.get("task.name", None)):
+        c.one_of("task.name", set(TASKS))
+    reward = c.get("task.reward", None)
+    if reward is not None and not is_plugin_spec(reward):
+        c.bad("task.reward", reward, "a plug-in reward is named 'module:attr'")
+    c.one_of("chat_template", {None, "gemma"}, optional=True, default=None)
     c.one_of("tokenizer", {"char", "sentencepiece"}, optional=True, default="char")
     if c.get("tokenizer", "char") == "sentencepiece" and not c.get("tokenizer_path", None):
         c.problems.append(

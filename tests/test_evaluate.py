@@ -14,7 +14,7 @@ from passk_jax import estimators as E
 from passk_jax import evaluate as EV
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = f"{ROOT}/experiments/configs/maze_tiny.py:quick,steps=1"
+CONFIG = f"{ROOT}/passk_jax/configs/maze_tiny.py:quick,steps=1"
 
 
 @pytest.fixture(scope="module")

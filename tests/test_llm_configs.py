@@ -19,7 +19,7 @@ from passk_jax import train as TR
 from passk_jax.models import gemma2
 from passk_jax.testing import hf_gemma2
 
-CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "configs")
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "passk_jax", "configs")
 SP_VOCAB = 96
 
 

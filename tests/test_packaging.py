@@ -92,7 +92,9 @@ def test_wheel_core_dependencies_extras_scripts_and_files(wheel):
     for script in ("passk-train", "passk-eval", "passk-export", "passk-plan"):
         assert f"{script} = " in entry_points
     for needed in ("passk_jax/py.typed", "passk_jax/numpy_api.py", "passk_jax/torch_api.py",
-                   "passk_jax/toys/gaussian.py", "passk_jax/recipes/verl.py", "passk_jax/evaluate.py"):  # fmt: skip
+                   "passk_jax/toys/gaussian.py", "passk_jax/recipes/verl.py", "passk_jax/evaluate.py",
+                   "passk_jax/configs/maze_tiny.py", "passk_jax/configs/gemma2_2b_math.py",
+                   "passk_jax/configs/gemma2_9b_arc.py", "passk_jax/demo.py"):  # fmt: skip
         assert needed in names, needed
 
 

@@ -61,7 +61,7 @@ def test_cli_on_a_config(tmp_path, capsys):
     rc = PL.main(
         [
             "--config",
-            "experiments/configs/maze_tiny.py:quick",
+            "passk_jax/configs/maze_tiny.py:quick",
             "--devices",
             "cpu:8",
             "--memory-gb",
@@ -80,7 +80,7 @@ def test_cli_on_a_config(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_largest_fitting_batch_search_compiles():
-    config = PL._load("experiments/configs/maze_tiny.py:quick")
+    config = PL._load("passk_jax/configs/maze_tiny.py:quick")
     two = PL.plan_config(config, jax.devices()[:2], batch_per_device=2).total_bytes
     four = PL.plan_config(config, jax.devices()[:2], batch_per_device=4).total_bytes
     assert two < four
@@ -97,7 +97,7 @@ def test_largest_fitting_batch_search_compiles():
 def test_largest_fitting_batch_search_logic(monkeypatch, micro, budget, want):
     """The doubling + bisection over per-device batches, with a linear memory model in place of
     the compiler (the compiled figures themselves are checked above)."""
-    config = PL._load("experiments/configs/maze_tiny.py:quick")
+    config = PL._load("passk_jax/configs/maze_tiny.py:quick")
     config.loss.num_microbatches = micro
     calls = []
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "experiments" / "configs" / "maze_tiny.py")
+CONFIG = str(ROOT / "passk_jax" / "configs" / "maze_tiny.py")
 RUN_TIMEOUT = 300  # seconds, per CLI run (a quick run takes ~20-60 s on 2 cores)
 
 
@@ -207,6 +207,12 @@ def test_cli_quick_run(quick_run):
         im.verify()
     final = json.loads((workdir / "final_metrics.json").read_text())
     assert final["eval/pass@8"] == evals[-1]["eval/pass@8"]
+    # The resolved config is saved; the end of the run printed the final table.
+    saved = json.loads((workdir / "run_config.json").read_text())
+    assert saved["rl"]["steps"] == 4 and saved["task"]["name"] == "maze"
+    log = (workdir.parent / f"{workdir.name}.log").read_text()
+    row = next(line for line in log.splitlines() if line.startswith("| eval | pass@k |"))
+    assert f"{final['eval/pass@8']:.3f} |" in row and "final metrics" in log
     assert _finalized_steps(workdir / "checkpoints") == [2, 4]  # keep_checkpoints = 2
 
 

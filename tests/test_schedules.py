@@ -140,7 +140,7 @@ def test_adaptive_advantages_traced_k_and_mask():
 
 def _quick_config():
     spec = importlib.util.spec_from_file_location(
-        "maze_tiny_cfg", ROOT / "experiments" / "configs" / "maze_tiny.py"
+        "maze_tiny_cfg", ROOT / "passk_jax" / "configs" / "maze_tiny.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

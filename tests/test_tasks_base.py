@@ -53,6 +53,12 @@ def test_safe_reward():
         return deep(n + 1)
 
     assert safe_reward(deep) == 0.0  # RecursionError
+    # An infinite "score" is a failure, not a full reward.
+    assert safe_reward(lambda: math.inf) == 0.0 and safe_reward(lambda: -math.inf) == 0.0
+    # Unclamped (continuous plug-in rewards) and a chosen failure value.
+    assert safe_reward(lambda: 7.5, None) == 7.5 and safe_reward(lambda: -3, None) == -3.0
+    assert safe_reward(lambda: 1 / 0, None, on_error=-1.0) == -1.0
+    assert safe_reward(lambda: math.inf, (0.0, 1.0), on_error=-2.0) == -2.0
 
 
 def test_alarm_timeout_main_thread_and_threads():

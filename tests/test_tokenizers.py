@@ -66,6 +66,7 @@ def sp_model(tmp_path_factory):
         eos_id=1,
         bos_id=2,
         unk_id=3,
+        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],  # as in Gemma's model
         minloglevel=2,
     )
     return str(d / "tok.model")
@@ -84,3 +85,28 @@ def test_sentencepiece_tokenizer(sp_model):
     assert tok.decode([tok.pad_id, tok.pad_id] + ids) == text
     with pytest.raises(OSError):
         SentencePieceTokenizer(sp_model + ".missing")
+
+
+def test_gemma_chat_template(sp_model):
+    from passk_jax.tokenizers import encode_prompt
+
+    tok = SentencePieceTokenizer(sp_model)
+    start, end = tok.special_id("<start_of_turn>"), tok.special_id("<end_of_turn>")
+    assert start != end and 3 not in (start, end)  # real pieces, not unk (id 3)
+    text = "solve the maze"
+    plain = encode_prompt(tok, text)
+    assert plain == tok.encode(text, add_bos=True)
+    ids = encode_prompt(tok, text, "gemma")
+    # <bos><start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n, markers as single ids
+    assert ids[:2] == [tok.bos_id, start] and ids.count(start) == 2 and ids.count(end) == 1
+    user = ids[2 : ids.index(end)]
+    assert user == tok.encode("user\n" + text, add_bos=False)
+    tail = ids[ids.index(end) + 1 :]
+    assert tail == tok.encode("\n", add_bos=False) + [start] + tok.encode("model\n", add_bos=False)
+    assert "solve the maze" in tok.decode(ids)
+    with pytest.raises(ValueError, match="no '<nope>' piece"):
+        tok.special_id("<nope>")
+    with pytest.raises(ValueError, match="unknown chat template"):
+        encode_prompt(tok, text, "llama")
+    with pytest.raises(ValueError, match="char tokenizer has no"):
+        encode_prompt(CharTokenizer("ab"), "ab", "gemma")

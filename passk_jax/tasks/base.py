@@ -90,25 +90,32 @@ class Task(Protocol):
         ...
 
 
-def safe_reward(fn: Callable[[], Any]) -> float:
-    """Call ``fn()`` and coerce its result to a float in ``[0, 1]``; any failure gives 0.0.
+def safe_reward(
+    fn: Callable[[], Any],
+    bounds: tuple[float, float] | None = (0.0, 1.0),
+    on_error: float = 0.0,
+) -> float:
+    """Call ``fn()`` and coerce its result to a float; any failure gives ``on_error`` (0.0).
 
-    ``None``, NaN, non-numeric results and every exception (``BaseException`` subclasses raised by
-    user-level code such as ``RecursionError`` included, but not ``KeyboardInterrupt`` /
-    ``SystemExit``) map to 0.0; finite values are clamped to ``[0, 1]``.
+    ``None``, NaN, +-inf, non-numeric results and every exception (``BaseException`` subclasses
+    raised by user-level code such as ``RecursionError`` included, but not ``KeyboardInterrupt`` /
+    ``SystemExit`` / :class:`ScorerConfigError`) map to ``on_error``; finite values are clamped to
+    ``bounds`` (``[0, 1]`` by default; ``None``: not clamped, for continuous plug-in rewards).
     """
     try:
         value = fn()
         if value is None:
-            return 0.0
+            return float(on_error)
         value = float(value)
     except (KeyboardInterrupt, SystemExit, ScorerConfigError):
         raise
     except BaseException:  # noqa: BLE001 -- the scorer must never raise on model output
-        return 0.0
-    if math.isnan(value):
-        return 0.0
-    return min(1.0, max(0.0, value))
+        return float(on_error)
+    if not math.isfinite(value):
+        return float(on_error)
+    if bounds is None:
+        return value
+    return min(float(bounds[1]), max(float(bounds[0]), value))
 
 
 class ScorerConfigError(RuntimeError):
@@ -185,6 +192,10 @@ class TaskBase:
     splits: tuple[str, ...] = ("train", "eval")
     score_deadline_s: float = 10.0
     score_workers: int | None = None
+    # What safe_reward does with the scorer's value: clamp to these bounds (None: keep any finite
+    # value), and the reward of a completion whose scoring failed.
+    reward_bounds: tuple[float, float] | None = (0.0, 1.0)
+    reward_on_error: float = 0.0
 
     def prompts(self, split: str, num: int | None = None) -> list[Prompt]:
         """Return the first ``num`` prompts of ``split`` (all if ``None``)."""
@@ -208,7 +219,9 @@ class TaskBase:
     def score(self, prompt: Prompt, completion: str) -> float:
         """Return the reward of ``completion`` in ``[0, 1]``, within ``score_deadline_s`` (+1 s)."""
         if _IN_WORKER:
-            return safe_reward(lambda: self._score(prompt, completion))
+            return safe_reward(
+                lambda: self._score(prompt, completion), self.reward_bounds, self.reward_on_error
+            )
         return float(self.score_batch([prompt], [completion], workers=1)[0])
 
     def score_batch(
@@ -325,7 +338,11 @@ def _worker_main(conn: Any) -> None:
         elif msg[0] == "items":
             for idx, prompt, completion in msg[1]:
                 try:
-                    reward = safe_reward(lambda t=task, p=prompt, c=completion: t._score(p, c))
+                    reward = safe_reward(
+                        lambda t=task, p=prompt, c=completion: t._score(p, c),
+                        getattr(task, "reward_bounds", (0.0, 1.0)),
+                        getattr(task, "reward_on_error", 0.0),
+                    )
                     conn.send(("ok", idx, reward))
                 except ScorerConfigError as e:
                     conn.send(("error", idx, str(e)))
@@ -550,10 +567,11 @@ def _pool_for(task: Any) -> ScorerPool | None:
                     stacklevel=3,
                 )
                 task.__dict__["_scorer_pool"] = pool = _NO_POOL
+            else:
+                task.__dict__["_scorer_pool"] = pool
+                weakref.finalize(task, pool.close)
         if pool is _NO_POOL:
             return None
-            task.__dict__["_scorer_pool"] = pool
-            weakref.finalize(task, pool.close)
         return pool
 
 

@@ -57,8 +57,8 @@ gain. With ``model=9b`` compare with Table 1 (k_opt = 1: 22.24 / 42.59 at pass@1
 
 Commands (one run per k_opt, each in its own workdir; a killed run resumes from its last checkpoint)::
 
-    python -m passk_jax.main \\
-        --config experiments/configs/gemma2_2b_math.py:k=4,ckpt=$HOME/models/gemma-2-2b,data=$HOME/data/math \\
+    passk-train \\
+        --config gemma2_2b_math:k=4,ckpt=$HOME/models/gemma-2-2b,data=$HOME/data/math \\
         --workdir runs/gemma2_2b_math/k4_seed0
     # k_opt in {1, 2, 4, 8}: k=1 / k=2 / k=4 / k=8;  the 8 -> 1 anneal: anneal;  [TZSM25]: k=16
 
@@ -90,8 +90,22 @@ from passk_jax import config_lib
 _N = 16  # samples per prompt (PKPO: n = 16 at every step)
 
 
+ARGS = {
+    **config_lib.RL_ARGS,
+    "model": "2b|9b (default 2b)",
+    "ckpt": "local checkpoint directory (default ~/models/gemma-2-SIZE)",
+    "format": "hf|flax checkpoint format (default hf)",
+    "tokenizer": "SentencePiece model (default CKPT/tokenizer.model)",
+    "data": "directory with train.jsonl and test.jsonl (default ~/data/math)",
+    "train": "training JSONL (overrides data)",
+    "eval": "held-out JSONL (overrides data)",
+    "tfds": "a locally built TFDS dataset with the MATH fields",
+    "tfds_dir": "TFDS data directory (with tfds)",
+}
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    opts = config_lib.parse_args(arg)
+    opts = config_lib.parse_args(arg, ARGS)
     quick = bool(opts.get("quick"))
     size = opts.get("model", "2b")
     if size not in ("2b", "9b"):
@@ -157,4 +171,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         checkpoint_every=2 if quick else 100,
     )
     c.name = f"gemma2_{size} math {c.advantage} k={config_lib.schedule_label(opts)} seed={c.seed}"
+    config_lib.plugin_sections(c, opts)
     return c

@@ -8,13 +8,15 @@ a minute (the test suite uses it). ``make demo`` runs k_opt in {1, 4, 8 -> 1} on
 
 Command::
 
-    .venv/bin/python -m passk_jax.main --config experiments/configs/maze_tiny.py:k=4 --workdir runs/k4
+    passk-train --config maze_tiny:k=4 --workdir runs/k4
 
 The argument is a comma-separated list of overrides:
 ``quick``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at 60% of the RL steps), ``adv=NAME``
 (any key of ``passk_jax.advantages.ADVANTAGES``; default ``pkpo_sloo_minus_one``), ``seed=N``,
 ``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes),
-``mesh=DxFxT`` (data x fsdp x tensor mesh sizes, e.g. ``mesh=2x2x2``; default all devices on fsdp).
+``mesh=DxFxT`` (data x fsdp x tensor mesh sizes, e.g. ``mesh=2x2x2``; default all devices on fsdp),
+and the plug-ins shared by every config (``reward=module:attr``, ``task=module:attr``, ``chat=gemma``);
+``passk-train --config maze_tiny --help`` lists them all.
 
 Expected metrics: the warm start alone reaches roughly pass@1 0.3-0.5 on held-out mazes; RL raises
 pass@k. The measured numbers live in ``experiments/results/maze_tiny.md`` (written by
@@ -25,9 +27,14 @@ import ml_collections
 
 from passk_jax import config_lib
 
+ARGS = {
+    **config_lib.RL_ARGS,
+    "hard": "also evaluate on the larger held-out 'hard' mazes (7x7)",
+}
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    opts = config_lib.parse_args(arg)
+    opts = config_lib.parse_args(arg, ARGS)
     quick = bool(opts.get("quick"))
     c = ml_collections.ConfigDict()
     c.seed = int(opts.get("seed", 0))
@@ -83,4 +90,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         checkpoint_every=2 if quick else 50,
     )
     c.name = f"maze_tiny {c.advantage} k={config_lib.schedule_label(opts)} seed={c.seed}"
+    config_lib.plugin_sections(c, opts)
     return c

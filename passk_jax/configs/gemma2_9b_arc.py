@@ -53,8 +53,8 @@ digits.
 
 Commands (one run per k_opt, each in its own workdir; a killed run resumes from its last checkpoint)::
 
-    python -m passk_jax.main \\
-        --config experiments/configs/gemma2_9b_arc.py:k=8,ckpt=$HOME/models/gemma-2-9b \\
+    passk-train \\
+        --config gemma2_9b_arc:k=8,ckpt=$HOME/models/gemma-2-9b \\
         --workdir runs/gemma2_9b_arc/k8_seed0
     # k_opt in {1, 2, 4, 8}: k=1 / k=2 / k=4 / k=8;  the 8 -> 1 anneal: anneal
 
@@ -82,8 +82,17 @@ from passk_jax import config_lib
 _N = 16  # samples per prompt (PKPO: n = 16 at every step)
 
 
+ARGS = {
+    **config_lib.RL_ARGS,
+    "ckpt": "local checkpoint directory (default ~/models/gemma-2-9b)",
+    "format": "hf|flax checkpoint format (default hf)",
+    "tokenizer": "SentencePiece model (default CKPT/tokenizer.model)",
+    "same_shape": "the stricter easy rule: every output has its input's shape (128 tasks)",
+}
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    opts = config_lib.parse_args(arg)
+    opts = config_lib.parse_args(arg, ARGS)
     quick = bool(opts.get("quick"))
     ckpt = opts.get("ckpt", "" if quick else "~/models/gemma-2-9b")
     c = ml_collections.ConfigDict()
@@ -139,4 +148,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         checkpoint_every=2 if quick else 100,
     )
     c.name = f"gemma2_9b arc {c.advantage} k={config_lib.schedule_label(opts)} seed={c.seed}"
+    config_lib.plugin_sections(c, opts)
     return c
