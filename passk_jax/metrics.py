@@ -33,6 +33,7 @@ __all__ = [
     "plot_curves",
     "powers_of_two",
     "read_jsonl",
+    "read_tensorboard_scalars",
 ]
 
 
@@ -224,6 +225,28 @@ class HealthMonitor:
 _log = logging.getLogger("passk_jax")
 
 
+def read_tensorboard_scalars(logdir: str) -> list[tuple[int, str, float]]:
+    """``(step, tag, value)`` of every scalar in the event files under ``logdir``, in file order
+    (a TFRecord reader for checks and notebooks; needs tensorboardX, not TensorBoard)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4  # length, its crc, the record, its crc
+            for v in event.summary.value:
+                out.append((int(event.step), v.tag, float(v.simple_value)))
+    return out
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     """All records of a metrics.jsonl file (missing file -> [])."""
     if not os.path.exists(path):
@@ -269,9 +292,17 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": int(step), **clean}) + "\n")
         if self._tb is not None:
-            for k, v in clean.items():
-                if v is not None and math.isfinite(v):
-                    self._tb.add_scalar(k, v, int(step))
+            from tensorboardX.proto.summary_pb2 import Summary
+
+            # One Summary proto with the JSONL keys as tags: add_scalar would rewrite "eval/pass@1"
+            # as "eval/pass_1", so TensorBoard and metrics.jsonl would name the same value apart.
+            values = [
+                Summary.Value(tag=k, simple_value=v)
+                for k, v in clean.items()
+                if v is not None and math.isfinite(v)
+            ]
+            if values:
+                self._tb._get_file_writer().add_summary(Summary(value=values), int(step))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -199,6 +199,21 @@ def test_cli_quick_run(quick_run):
 
     events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
+    # TensorBoard holds the JSONL's values under the JSONL's own keys ("eval/pass@1", not pass_1).
+    from passk_jax import metrics as M
+
+    tb = {
+        (step, tag): v for step, tag, v in M.read_tensorboard_scalars(str(workdir / "tensorboard"))
+    }
+    jsonl = {
+        (r["step"], k): v
+        for r in records
+        for k, v in r.items()
+        if k != "step" and isinstance(v, float) and math.isfinite(v)
+    }
+    assert (4, "eval/pass@8") in tb and not any("pass_" in tag for _, tag in tb)
+    assert set(jsonl) <= set(tb)
+    assert all(abs(tb[key] - v) <= 1e-6 * max(1.0, abs(v)) for key, v in jsonl.items())
     png = workdir / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
