@@ -40,9 +40,9 @@ sys.path.insert(0, ROOT)
 
 from absl import logging  # noqa: E402
 
-from passk_jax.configs import maze_tiny  # noqa: E402
 from passk_jax import metrics as M  # noqa: E402
 from passk_jax import rl  # noqa: E402
+from passk_jax.configs import maze_tiny  # noqa: E402
 
 MAIN = {  # name -> maze_tiny arg
     "pkpo k_opt=1": "k=1",
