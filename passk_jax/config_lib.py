@@ -30,7 +30,8 @@ RL_ARGS: dict[str, str] = {
     "k": "constant k_opt (default 4)",
     "anneal": "k_opt 8, then 1 from step anneal_at on",
     "anneal_at": "the step where an annealed k_opt drops to 1",
-    "adv": "weighting: any key of passk_jax.advantages.ADVANTAGES (default pkpo_sloo_minus_one)",
+    "adv": "weighting: a key of passk_jax.advantages.ADVANTAGES or entropy_adaptive "
+    "(default pkpo_sloo_minus_one)",
     "lr": "RL learning rate",
     "ent": "entropy bonus coefficient (default 0)",
     "micro": "gradient-accumulation micro-batches",

@@ -29,6 +29,7 @@ __all__ = [
     "MetricWriter",
     "format_final_table",
     "maxg_at_k_table",
+    "negative_diversity",
     "pass_at_k_table",
     "plot_curves",
     "powers_of_two",
@@ -72,6 +73,32 @@ def maxg_at_k_table(rewards: Any, ks: Iterable[int]) -> dict[int, float]:
     """
     r = np.asarray(rewards, np.float32)
     return {int(k): float(np.mean(np.asarray(E.maxg_at_k(r, int(k))))) for k in ks}
+
+
+def negative_diversity(
+    rewards: Any, answers: Sequence[Sequence[str]], threshold: float = 1.0
+) -> dict[str, float]:
+    """Diversity of the wrong answers within each group (Chen et al.: it stays high under Pass@k).
+
+    Args:
+      rewards: ``[P, G]`` rewards. answers: ``P`` lists of ``G`` extracted answers (strings).
+      threshold: a reward at or above it is a pass; the others are the negatives.
+
+    Returns:
+      ``neg_distinct``: mean over groups with at least one negative of the number of distinct wrong
+      answers; ``neg_distinct_frac``: the same groups' mean of distinct / number of negatives (1 =
+      every wrong answer different). NaN when no group has a negative.
+    """
+    r = np.asarray(rewards)
+    counts, fracs = [], []
+    for row, ans in zip(r, answers, strict=True):
+        wrong = [a.strip() for a, v in zip(ans, row, strict=True) if not v >= threshold]
+        if wrong:
+            counts.append(len(set(wrong)))
+            fracs.append(len(set(wrong)) / len(wrong))
+    if not counts:
+        return {"neg_distinct": math.nan, "neg_distinct_frac": math.nan}
+    return {"neg_distinct": float(np.mean(counts)), "neg_distinct_frac": float(np.mean(fracs))}
 
 
 class CumulativeSolve:

@@ -40,7 +40,7 @@ from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax import validate_config as V
 from passk_jax.models import gemma2
-from passk_jax.tasks import build_task
+from passk_jax.tasks import build_task, extract_answer
 from passk_jax.tokenizers import CharTokenizer, SentencePieceTokenizer, encode_prompt, pad_batch
 
 __all__ = ["build", "train_and_evaluate", "warm_start"]
@@ -177,6 +177,7 @@ class _Run:
             _to_dict(config.k_schedule),
             config.get("phases", None),
             max_grad_norm=opt.get("max_grad_norm", 1.0),
+            adaptive_fraction=float(config.get("adaptive_fraction", 0.5)),
         )
         self.method_names = list(self.learner_config.method_names)
         self.tx = TR.make_optimizer(
@@ -254,11 +255,15 @@ class _Run:
 
     def score(self, prompts, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Host side: detokenise ``[P, G, T]`` completions and score them with ``task.score_batch``."""
+        return self.score_texts(prompts, tokens, mask)[0]
+
+    def score_texts(self, prompts, tokens: np.ndarray, mask: np.ndarray):
+        """``(rewards [P, G], texts)``: :meth:`score` and the decoded completions (flat list)."""
         texts = _decode(self.tok, tokens, mask)
         g = tokens.shape[1]
         paired = [prompts[i // g] for i in range(len(texts))]
         rewards = np.asarray(self.task.score_batch(paired, texts), np.float32)
-        return rewards.reshape(len(prompts), g)
+        return rewards.reshape(len(prompts), g), texts
 
     def rollout(self, params, prompts, num_samples: int, key):
         """``(rollout, rewards [P, G])``: sample on device, score on the host."""
@@ -306,15 +311,25 @@ class _Run:
         ro = self.sample_rollout(state.params, prompts, self.config.rl.num_samples, k_sample)
         tokens, mask = R.completions_to_host(ro)  # blocks until sampled
         t1 = time.perf_counter()
-        rewards = self.score(prompts, tokens, mask)
+        rewards, texts = self.score_texts(prompts, tokens, mask)
         t2 = time.perf_counter()
         rewards_dev = S.shard_host_array(rewards, S.replicated(self.mesh))
         state, metrics = self.learner(shardings)(state, ro, rewards_dev, np.int32(step))
-        times = {"time/sample_s": t1 - t0, "time/score_s": t2 - t1}
+        # Host work while the learner step runs: the wrong answers' diversity (Chen et al.).
+        g = rewards.shape[1]
+        answers = [
+            [extract_answer(t) for t in texts[i * g : (i + 1) * g]] for i in range(len(prompts))
+        ]
+        diversity = M.negative_diversity(rewards, answers, self.learner_config.pass_threshold)
+        host = {
+            "time/sample_s": t1 - t0,
+            "time/score_s": t2 - t1,
+            **{f"train/{k}": v for k, v in diversity.items()},
+        }
         if self.sync_timing:
             jax.block_until_ready(state)
-            times["time/learn_s"] = time.perf_counter() - t2
-        return state, _Pending(step + 1, metrics, prompts, rewards, times, t0)
+            host["time/learn_s"] = time.perf_counter() - t2
+        return state, _Pending(step + 1, metrics, prompts, rewards, host, t0)
 
     def finish(self, pending: _Pending, cum: M.CumulativeSolve, health: M.HealthMonitor):
         """Fetches a step's device metrics and completes its record (health checks included)."""
@@ -324,7 +339,7 @@ class _Run:
         record["train/k"] = int(m["k"])
         record["train/cum_solve_rate"] = rate
         record.update(health.update(pending.done, record))
-        record.update(pending.times)
+        record.update(pending.host)
         return record
 
 
@@ -336,7 +351,7 @@ class _Pending:
     metrics: Any  # device scalars
     prompts: list
     rewards: np.ndarray
-    times: dict
+    host: dict  # host-side values of the record (times, negative-answer diversity)
     t0: float
 
 

@@ -460,6 +460,8 @@ class LearnerConfig:
       max_grad_norm: the optimizer's clipping threshold (None: no clipping); a step counts as
         clipped when its gradient norm exceeds it.
       pass_threshold: a reward counted as a solve (``train/solve_any``).
+      adaptive_fraction: share of each batch's prompts (highest response entropy first) that
+        ``entropy_adaptive`` puts on Pass@1 advantages (Chen et al.: 50%).
     """
 
     advantage: str = "pkpo_sloo_minus_one"
@@ -467,6 +469,7 @@ class LearnerConfig:
     phases: tuple[tuple[int, str, int], ...] = ()
     max_grad_norm: float | None = 1.0
     pass_threshold: float = 1.0
+    adaptive_fraction: float = 0.5
 
     @classmethod
     def make(cls, advantage, k_schedule: Mapping[str, Any], phases=None, **kw) -> LearnerConfig:
@@ -487,16 +490,55 @@ def rl_keys(rng: Array, step: Any) -> tuple[Array, Array]:
     return k_sample, k_adv
 
 
-def weights_at(learner: LearnerConfig, rewards_PG: Array, step: Array, key: Array):
-    """``(weights [P, G], k)``: the advantage method and k of ``step`` applied to the rewards."""
+# Weightings that need the rollout, not only the rewards (the learner step has both).
+ROLLOUT_METHODS = ("entropy_adaptive",)
+
+
+def response_entropy(logprobs_PGT: Array, mask_PGT: Array) -> Array:
+    """``[P]``: each prompt's mean response entropy, estimated from its sampled tokens.
+
+    Per response, minus the mean log-prob of its tokens under the sampling distribution (a
+    one-sample estimate of the mean per-token entropy), then the mean over the prompt's responses
+    (Chen et al.'s Ē; the paper does not say how token entropies are averaged).
+    """
+    m = mask_PGT.astype(jnp.float32)
+    per_resp = -jnp.sum(logprobs_PGT * m, -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
+    return jnp.mean(per_resp, -1)
+
+
+def _weights_by_name(name: str, rewards_PG, k, key, entropy_P, fraction: float):
+    if name == "entropy_adaptive":
+        if entropy_P is None:
+            raise ValueError("entropy_adaptive needs the rollout's per-prompt entropy (entropy_P)")
+        return schedules.adaptive_advantages(rewards_PG, k, entropy_P, fraction=fraction)
+    return A.compute_advantages(name, rewards_PG, k=k, key=key)
+
+
+def weights_at(
+    learner: LearnerConfig,
+    rewards_PG: Array,
+    step: Array,
+    key: Array,
+    entropy_P: Array | None = None,
+):
+    """``(weights [P, G], k)``: the advantage method and k of ``step`` applied to the rewards.
+
+    ``entropy_P`` (``[P]``, :func:`response_entropy`) is needed by ``entropy_adaptive`` only: per
+    batch, the ``learner.adaptive_fraction`` of prompts with the highest response entropy get GRPO
+    (Pass@1) advantages, the others Chen et al.'s analytical Pass@k advantages.
+    """
+    frac = learner.adaptive_fraction
     if not learner.phases:
         k = schedules.make_k_schedule(dict(learner.k_schedule))(step)
-        return A.compute_advantages(learner.advantage, rewards_PG, k=k, key=key), k
+        return _weights_by_name(learner.advantage, rewards_PG, k, key, entropy_P, frac), k
     names = learner.method_names
     idx = schedules.phase_index(learner.phases, step)
     method = jnp.asarray([names.index(p[1]) for p in learner.phases])[idx]
     k = jnp.asarray([p[2] for p in learner.phases], jnp.int32)[idx]
-    fns = [functools.partial(A.compute_advantages, n, k=k, key=key) for n in names]
+    fns = [
+        functools.partial(_weights_by_name, n, k=k, key=key, entropy_P=entropy_P, fraction=frac)
+        for n in names
+    ]
     return jax.lax.switch(method, fns, rewards_PG), k
 
 
@@ -534,7 +576,8 @@ def learner_step(
     """
     rewards_PG = rewards_PG.astype(jnp.float32)
     _, k_adv = rl_keys(state.rng, step)
-    weights_PG, k = weights_at(learner_config, rewards_PG, step, k_adv)
+    entropy_P = response_entropy(rollout.logprobs, rollout.mask)
+    weights_PG, k = weights_at(learner_config, rewards_PG, step, k_adv, entropy_P)
     batch = R.flatten(rollout, weights_PG)
     if mesh is not None:
         sh = batch_shardings(mesh)

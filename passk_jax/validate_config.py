@@ -142,6 +142,10 @@ def sampling_spec(config: Any) -> tuple[float, int | None, float | None]:
     )
 
 
+# Every weighting a run can name: the registry, plus those that need the rollout (train.py).
+_METHODS = frozenset(A.ADVANTAGES) | {"entropy_adaptive"}
+
+
 def validate(config: Any, task: Any = None) -> None:
     """Raises :class:`ConfigError` naming every key of ``config`` whose value cannot work.
 
@@ -204,6 +208,10 @@ def validate(config: Any, task: Any = None) -> None:
     del temperature
 
     # ---- weights: advantage, k schedule, phases ----
+    if c.get("adaptive_fraction", None) is not None:
+        v = c.get("adaptive_fraction")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+            c.bad("adaptive_fraction", v, "must be a number in [0, 1] (share of prompts on Pass@1)")
     phases = c.get("phases", None)
     methods: list[tuple[str, str]] = []
     if phases:
@@ -219,15 +227,15 @@ def validate(config: Any, task: Any = None) -> None:
             else:
                 last_end = until
             methods.append((key, name))
-            if name not in A.ADVANTAGES:
-                c.bad(key, name, f"unknown advantage; choose one of {sorted(A.ADVANTAGES)}")
+            if name not in _METHODS:
+                c.bad(key, name, f"unknown advantage; choose one of {sorted(_METHODS)}")
             c.k_value(key, k, n)
     else:
         name = c.require("advantage")
         if name is not _MISSING:
             methods.append(("advantage", name))
-            if name not in A.ADVANTAGES:
-                c.bad("advantage", name, f"unknown advantage; choose one of {sorted(A.ADVANTAGES)}")
+            if name not in _METHODS:
+                c.bad("advantage", name, f"unknown advantage; choose one of {sorted(_METHODS)}")
         spec = c.require("k_schedule")
         if spec is not _MISSING:
             spec = dict(spec) if spec is not None else {}
@@ -322,7 +330,7 @@ def validate(config: Any, task: Any = None) -> None:
     if task is not None:
         if not getattr(task, "binary", True):
             for key, name in methods:
-                if name in A.BINARY_ONLY:
+                if name in A.BINARY_ONLY or name == "entropy_adaptive":
                     c.bad(
                         key,
                         name,

@@ -220,11 +220,12 @@ def test_plugin_reward_trains_unclamped_and_prints_the_final_table(plugin_module
     assert f"{final['eval/maxg@8']:.3f}" in row
 
 
-def test_binary_only_methods_refused_for_a_continuous_plugin(plugin_module):
+@pytest.mark.parametrize("adv", ["passk", "entropy_adaptive"])
+def test_binary_only_methods_refused_for_a_continuous_plugin(plugin_module, adv):
     from passk_jax import rl, validate_config
 
     config = config_lib.load_config(
-        f"maze_tiny:quick,adv=passk,reward={plugin_module}:length_reward"
+        f"maze_tiny:quick,adv={adv},reward={plugin_module}:length_reward"
     )
     with pytest.raises(validate_config.ConfigError, match="needs binary rewards"):
         rl.build(config, "/nonexistent")

@@ -155,3 +155,40 @@ def test_health_entropy_collapse_grad_outlier_clip_fraction_nonfinite():
     assert h2.update(11, _rec(g=1.0)) == h.update(11, _rec(g=1.0))
     with pytest.raises(ValueError, match="unknown health options"):
         M.HealthMonitor({"zero_steps": 3})
+
+
+def test_entropy_adaptive_in_the_learner_step(tiny, rollout):
+    """``advantage = "entropy_adaptive"``: the learner step ranks prompts by their responses' mean
+    sampled-token entropy and gives the top half GRPO, the rest analytical Pass@k weights."""
+    from passk_jax import advantages as A
+    from passk_jax import schedules
+    from passk_jax import sharding as S
+    from passk_jax import validate_config as V
+
+    lp, m = np.asarray(rollout.logprobs), np.asarray(rollout.mask)
+    per_resp = -(lp * m).sum(-1) / np.maximum(m.sum(-1), 1)
+    ent = per_resp.mean(-1)
+    np.testing.assert_allclose(TR.response_entropy(rollout.logprobs, rollout.mask), ent, rtol=1e-6)
+
+    rewards = jnp.asarray([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0]], jnp.float32)
+    learner = TR.LearnerConfig.make("entropy_adaptive", {"kind": "constant", "k": 2})
+    w, k = TR.weights_at(learner, rewards, jnp.int32(0), jax.random.key(0), jnp.asarray(ent))
+    high = np.argsort(-ent)[:2]  # round(0.5 * 3) = 2 prompts on Pass@1
+    grpo, passk = A.grpo_advantages(rewards), A.passk_advantages(rewards, 2)
+    for i in range(3):
+        np.testing.assert_allclose(w[i], (grpo if i in high else passk)[i], rtol=1e-6)
+    np.testing.assert_allclose(w, schedules.adaptive_advantages(rewards, 2, ent), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the rollout"):
+        TR.weights_at(learner, rewards, jnp.int32(0), jax.random.key(0))
+
+    # Inside the jitted learner step (metrics: the weights it used).
+    c, params = tiny
+    tx = TR.make_optimizer(1e-3)
+    mesh = S.make_mesh((1, 1, 1), jax.devices()[:1])
+    state, sh = TR.create_train_state(c, tx, mesh, 0, params=params)
+    step = TR.jit_learner_step(tx, c, TR.LossConfig(**SPEC), learner, sh, mesh)
+    _, metrics = step(state, rollout, rewards, jnp.int32(0))
+    assert float(metrics["weight_abs_max"]) == pytest.approx(float(np.abs(w).max()), rel=1e-5)
+    assert int(metrics["k"]) == 2
+    # Validation: a known name, binary rewards only.
+    assert "entropy_adaptive" in V._METHODS

@@ -43,7 +43,17 @@ def reference():
     return params, metrics
 
 
-@pytest.mark.parametrize("policy", sorted(gemma2.REMAT_POLICIES))
+# CI runs no remat and full remat; the three partial-saving policies are in the slow suite.
+_CI_POLICIES = ("none", "full")
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        p if p in _CI_POLICIES else pytest.param(p, marks=pytest.mark.slow)
+        for p in sorted(gemma2.REMAT_POLICIES)
+    ],
+)
 def test_sharded_levers_equal_single_device(policy, reference):
     assert len(jax.devices()) >= 8
     cfg = dataclasses.replace(tiny_config(), remat=policy, activation_batch_axes=BATCH_AXES)

@@ -321,6 +321,7 @@ def _two_process_run(arg: str, workdir: Path, shared: Path, log_dir: Path) -> No
             _kill(proc)
 
 
+@pytest.mark.slow  # 3 min on 2 cores: two gloo processes compiling at once (make test-slow)
 def test_two_processes_match_one(quick_run, shared_dir, tmp_path):
     """Two processes x 4 CPU devices (mesh data=2 x fsdp=2 x tensor=2 over both, gloo collectives)
     give the metrics of one process with 8 devices; only process 0 writes; orbax saves from both."""
@@ -455,7 +456,7 @@ def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
     train_keys = (
         "clip_frac clipped cum_solve_rate clipped_frac entropy grad_norm k length loss num_tokens "
         "pg_loss ratio reward_mean sampled_neg_logp solve_any weight_abs_max weight_abs_mean "
-        "weight_mean weights_nonfinite"
+        "weight_mean weights_nonfinite neg_distinct neg_distinct_frac"
     ).split()
     assert set(record) == {f"train/{k}" for k in train_keys} | {"time/sample_s", "time/score_s"}
 
@@ -499,6 +500,16 @@ def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
         "train/clipped": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
         "train/clipped_frac": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
     }
+    # Negative-answer diversity, counted here by hand: distinct wrong answers per group.
+    from passk_jax.tasks import extract_answer
+
+    groups = [
+        [extract_answer(s).strip() for s, r in zip(row, rewards[p]) if r < 1]
+        for p, row in enumerate(texts)
+    ]
+    groups = [x for x in groups if x]
+    want["train/neg_distinct"] = np.mean([len(set(x)) for x in groups])
+    want["train/neg_distinct_frac"] = np.mean([len(set(x)) / len(x) for x in groups])
     for key, v in want.items():
         assert math.isclose(record[key], v, rel_tol=1e-4, abs_tol=1e-5), (key, record[key], v)
     # Entropy of the sampling distribution (truncated), from a cache-free forward pass in NumPy.
