@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +34,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PlanResult", "device_memory_bytes", "main", "plan_config", "plan_train_step"]
+__all__ = [
+    "PlanResult",
+    "device_memory_bytes",
+    "main",
+    "parse_oom",
+    "plan_config",
+    "plan_train_step",
+]
 
 # Usable HBM per chip (bytes) for known device kinds; --memory-gb overrides.
 _DEVICE_MEMORY = {
@@ -63,9 +71,14 @@ class PlanResult:
     device_memory_bytes: float | None
     flops: float | None  # compiled FLOPs of one step, as XLA reports them
     model_flops: float = 0.0  # passk_jax.flops.train_step_flops: matmul FLOPs of the step
+    # The compiler's own refusal (RESOURCE_EXHAUSTED) when the program cannot fit the target: then
+    # temp_bytes / total_bytes are the temporaries it reported, and the other sizes are unknown (-1).
+    compile_error: str | None = None
 
     @property
     def fits(self) -> bool | None:
+        if self.compile_error is not None:
+            return False
         if self.device_memory_bytes is None:
             return None
         return self.total_bytes <= self.device_memory_bytes
@@ -144,19 +157,11 @@ def plan_train_step(
         k: jax.ShapeDtypeStruct(shape, dt, sharding=bsh[k]) for k, (shape, dt) in shapes.items()
     }
     step = TR.jit_train_step(tx, model_config, loss_config, shardings, mesh)
-    with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes) see it
-        compiled = step.lower(state, batch_abs).compile()
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    flops = float(cost["flops"]) if cost and "flops" in cost else None
     from passk_jax import flops as FL
 
     model_flops = FL.train_step_flops(model_config, batch, prompt_len, completion_len)
-    arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
-    alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
-    return PlanResult(
+    memory = memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
+    common = dict(
         target=target or str(mesh.devices.flat[0].platform),
         num_devices=int(mesh.devices.size),
         mesh=dict(mesh.shape),
@@ -164,17 +169,55 @@ def plan_train_step(
         prompt_len=prompt_len,
         completion_len=completion_len,
         num_microbatches=loss_config.num_microbatches,
+        device_memory_bytes=memory,
+        model_flops=model_flops,
+    )
+    try:
+        with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
+            compiled = step.lower(state, batch_abs).compile()
+    except jax.errors.JaxRuntimeError as e:
+        temp = parse_oom(str(e))
+        if temp is None:
+            raise
+        return PlanResult(
+            **common,
+            argument_bytes=-1,
+            output_bytes=-1,
+            alias_bytes=-1,
+            temp_bytes=temp,
+            total_bytes=temp,
+            flops=None,
+            compile_error=str(e).strip().splitlines()[0][:300],
+        )
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = float(cost["flops"]) if cost and "flops" in cost else None
+    arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
+    alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
+    return PlanResult(
+        **common,
         argument_bytes=arg,
         output_bytes=out,
         alias_bytes=alias,
         temp_bytes=temp,
         total_bytes=arg + out - alias + temp,
-        device_memory_bytes=(
-            memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
-        ),
         flops=flops,
-        model_flops=model_flops,
     )
+
+
+_OOM = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+)\s*([KMGT]?)i?B?\)", re.S)
+
+
+def parse_oom(message: str) -> int | None:
+    """Bytes of HLO temporaries in XLA's out-of-memory refusal (``RESOURCE_EXHAUSTED: ... HLO
+    temporaries (310.59G) exceeds available HBM (15.75G)``; binary units), else ``None``."""
+    m = _OOM.search(message)
+    if m is None:
+        return None
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)]
+    return int(float(m.group(1)) * scale)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -339,7 +382,7 @@ def largest_fitting_batch(
 
 
 def _gb(x: float | None) -> str:
-    if x is None:
+    if x is None or x < 0:
         return "-"
     if abs(x) >= 1e9:
         return f"{x / 1e9:.2f} GB"
@@ -356,6 +399,8 @@ def format_table(results: Sequence[PlanResult]) -> str:
         mesh = "x".join(f"{k}={v}" for k, v in r.mesh.items())
         flops = "-" if r.flops is None else f"{r.flops / 1e12:.2f}"
         fits = {True: "yes", False: "no", None: "-"}[r.fits]
+        if r.compile_error is not None:
+            fits = "no (the compiler refused: out of memory)"
         lines.append(
             f"| {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
             f"{r.num_microbatches} | {_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "

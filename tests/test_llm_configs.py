@@ -47,6 +47,7 @@ def test_default_config_fields(name, kind, anneal_at):
     assert c.model.checkpoint.path and c.sft.steps == 0
     model_cfg = getattr(gemma2.Gemma2Config, c.model.kind)(**c.model.overrides)
     assert model_cfg.dtype == "bfloat16" and model_cfg.param_dtype == "float32"
+    assert model_cfg.remat == "full" and model_cfg.activation_batch_axes == ("data", "fsdp")
     assert dict(c.mesh) == {"data": 1, "fsdp": -1, "tensor": 1}
     TR.LossConfig(**c.loss.to_dict())  # valid loss options
 

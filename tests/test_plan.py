@@ -120,3 +120,25 @@ def test_clear_errors():
         PL._devices("v9z:1x1", None)
     with pytest.raises(SystemExit, match="xla_force_host_platform_device_count"):
         PL._devices(None, "cpu:4096")
+
+
+def test_compiler_out_of_memory_is_a_result_not_a_crash():
+    """XLA's TPU compiler refuses a program that cannot fit (RESOURCE_EXHAUSTED); the planner reads
+    the temporaries it reports (binary units) and marks the plan as not fitting."""
+    msg = (
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (310.59G) exceeds available HBM (15.75G)."
+    )
+    assert PL.parse_oom(msg) == int(310.59 * 2**30)
+    assert PL.parse_oom(msg.replace("310.59G", "512.0M")) == 512 * 2**20
+    assert PL.parse_oom("INTERNAL: something else") is None
+    r = PL.PlanResult(
+        target="v5e:8x16", num_devices=128, mesh={"data": 1, "fsdp": 128, "tensor": 1},
+        batch=256, prompt_len=512, completion_len=1024, num_microbatches=2, argument_bytes=-1,
+        output_bytes=-1, alias_bytes=-1, temp_bytes=PL.parse_oom(msg),
+        total_bytes=PL.parse_oom(msg), device_memory_bytes=15.75e9, flops=None,
+        compile_error=msg,
+    )  # fmt: skip
+    assert r.fits is False and r.as_dict()["fits"] is False
+    row = PL.format_table([r]).splitlines()[-1]
+    assert "333.49 GB" in row and "the compiler refused" in row and "| - |" in row

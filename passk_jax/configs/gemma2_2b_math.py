@@ -31,9 +31,10 @@ Hardware and mesh (``mesh=DATAxFSDPxTENSOR``, -1 = the remaining devices; defaul
 FSDP / ZeRO-3 over every device, which is what a 2B model wants):
 
 * TPU v5e-128 (PKPO's v5litepod-128, 16 GiB HBM per chip): ``mesh=1x128x1`` (= the default),
-  ``micro=2``: 256 sequences per step = 2 per chip, one per micro-batch; the 256k-vocabulary logits
-  of one 1536-token sequence take ~1.5 GiB in float32. (Memory figures here are estimates, not yet
-  measured.)
+  ``micro=2``: 256 sequences per step = 2 per chip, one per micro-batch. Compiled ahead of time for
+  v5e:8x16 at 512 + 1024 tokens with this config's levers (full remat, activations on the batch
+  axes): 7.97 GB per chip (0.28 GB arguments, 7.69 GB temporaries), so it fits
+  (``benchmarks/results/plan.md``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=8`` (4 sequences per GPU
   per micro-batch).
 * Multi-host: run the same command on every host with ``PASSK_DISTRIBUTED=1`` (TPU pods, SLURM) or
@@ -138,7 +139,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(
         {
             "kind": "tiny" if quick else f"gemma2_{size}",
-            "overrides": {} if quick else {"dtype": "bfloat16"},
+            # Memory levers measured to fit v5e-128 (benchmarks/results/plan.md): full remat
+            # per decoder block, residual stream pinned to the batch axes.
+            "overrides": {}
+            if quick
+            else {
+                "dtype": "bfloat16",
+                "remat": "full",
+                "activation_batch_axes": ("data", "fsdp"),
+            },
             "checkpoint": {
                 "format": opts.get("format", "hf"),
                 "path": os.path.expanduser(ckpt) if ckpt else "",

@@ -27,9 +27,10 @@ Parameters and optimizer state float32 (~150 GB with gradients), compute bfloat1
 
 Hardware and mesh (``mesh=DATAxFSDPxTENSOR``; default ``1x-1x1``: FSDP / ZeRO-3 over every device):
 
-* TPU v5e-128 (16 GiB HBM per chip): ``mesh=1x128x1`` (= the default), ``micro=2``: parameters,
-  gradients and Adam state take ~1.2 GiB per chip; 2 sequences per chip per step, one per
-  micro-batch. (Memory figures here are estimates, not yet measured.)
+* TPU v5e-128 (16 GiB HBM per chip): ``mesh=1x128x1`` (= the default), ``micro=2``: 2 sequences
+  (1536 + 256 tokens) per chip per step, one per micro-batch. Compiled ahead of time for v5e:8x16
+  with this config's levers (full remat, activations on the batch axes): 8.68 GB per chip
+  (0.91 GB arguments, 7.77 GB temporaries), so it fits (``benchmarks/results/plan.md``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=16``: ~19 GB of state per
   GPU, 2 sequences per GPU per micro-batch. (``mesh=1x4x2`` adds tensor parallelism if activations do
   not fit.)
@@ -115,7 +116,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(
         {
             "kind": "tiny" if quick else "gemma2_9b",
-            "overrides": {} if quick else {"dtype": "bfloat16"},
+            # Memory levers measured to fit v5e-128 (benchmarks/results/plan.md): full remat
+            # per decoder block, residual stream pinned to the batch axes.
+            "overrides": {}
+            if quick
+            else {
+                "dtype": "bfloat16",
+                "remat": "full",
+                "activation_batch_axes": ("data", "fsdp"),
+            },
             "checkpoint": {
                 "format": opts.get("format", "hf"),
                 "path": os.path.expanduser(ckpt) if ckpt else "",
