@@ -73,6 +73,10 @@ def test_math_data_args():
     assert mod.get_config("").task.name == "math"
     c = mod.get_config("model=9b")
     assert c.model.kind == "gemma2_9b" and c.model.checkpoint.path.endswith("gemma-2-9b")
+    c = mod.get_config("model=27b")
+    assert c.model.kind == "gemma2_27b" and c.model.checkpoint.path.endswith("gemma-2-27b")
+    with pytest.raises(ValueError, match="model=2b"):
+        mod.get_config("model=7b")
     assert _load("gemma2_9b_arc").get_config("").task.kwargs.subset == "easy"
 
 

@@ -66,9 +66,10 @@ Commands (one run per k_opt, each in its own workdir; a killed run resumes from 
 Arguments (comma-separated ``key=value`` or flags):
 
 * ``k=N``: constant k_opt (default 4); ``anneal``: k_opt 8 until ``anneal_at`` (default 1500), then 1.
-* ``model=2b|9b`` (default 2b; 9b is PKPO's Table 1 setup, then use the 9B mesh advice of
-  ``gemma2_9b_arc.py``).
-* ``ckpt=PATH`` (default ``~/models/gemma-2-2b``, or ``-9b``), ``format=hf|flax`` (default hf),
+* ``model=2b|9b|27b`` (default 2b; 9b is PKPO's Table 1 setup, then use the 9B mesh advice of
+  ``gemma2_9b_arc.py``; 27b is not a PKPO setup, its v5e-128 plan is in
+  ``benchmarks/results/plan.md``).
+* ``ckpt=PATH`` (default ``~/models/gemma-2-2b``, or ``-9b`` / ``-27b``), ``format=hf|flax`` (default hf),
   ``tokenizer=PATH`` (default ``CKPT/tokenizer.model``).
 * ``data=DIR`` (``DIR/train.jsonl`` + ``DIR/test.jsonl``; default ``~/data/math``) or
   ``train=PATH,eval=PATH``; or ``tfds=NAME[,tfds_dir=DIR]``.
@@ -93,7 +94,7 @@ _N = 16  # samples per prompt (PKPO: n = 16 at every step)
 
 ARGS = {
     **config_lib.RL_ARGS,
-    "model": "2b|9b (default 2b)",
+    "model": "2b|9b|27b (default 2b; 27b is not a PKPO setup)",
     "ckpt": "local checkpoint directory (default ~/models/gemma-2-SIZE)",
     "format": "hf|flax checkpoint format (default hf)",
     "tokenizer": "SentencePiece model (default CKPT/tokenizer.model)",
@@ -109,8 +110,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     opts = config_lib.parse_args(arg, ARGS)
     quick = bool(opts.get("quick"))
     size = opts.get("model", "2b")
-    if size not in ("2b", "9b"):
-        raise ValueError(f"model=2b|9b, got {size!r}")
+    if size not in ("2b", "9b", "27b"):
+        raise ValueError(f"model=2b|9b|27b, got {size!r}")
     ckpt = opts.get("ckpt", "" if quick else f"~/models/gemma-2-{size}")
     c = ml_collections.ConfigDict()
     c.seed = int(opts.get("seed", 0))
