@@ -175,6 +175,35 @@ def schedule_label(opts: dict[str, Any], default_k: int = 4) -> str:
     return "8->1" if opts.get("anneal") else str(int(opts.get("k", default_k)))
 
 
+def pretrained_model_sections(
+    c: ml_collections.ConfigDict, opts: dict[str, Any], *, kind: str, ckpt: str, quick: bool
+) -> ml_collections.ConfigDict:
+    """``c.model`` / ``c.mesh`` / ``c.sft`` of the LLM configs: a pretrained checkpoint (``format=``,
+    default hf), bfloat16 compute with the memory levers measured to fit v5e-128
+    (``benchmarks/results/plan.md``: full remat per decoder block, the residual stream pinned to the
+    batch axes), the ``mesh=`` sizes, and no warm start. ``quick``: the tiny architecture as is."""
+    import os
+
+    overrides = (
+        {}
+        if quick
+        else {"dtype": "bfloat16", "remat": "full", "activation_batch_axes": ("data", "fsdp")}
+    )
+    c.model = ml_collections.ConfigDict(
+        {
+            "kind": "tiny" if quick else kind,
+            "overrides": overrides,
+            "checkpoint": {
+                "format": opts.get("format", "hf"),
+                "path": os.path.expanduser(ckpt) if ckpt else "",
+            },
+        }
+    )
+    c.mesh = ml_collections.ConfigDict(parse_mesh(opts.get("mesh", "1x-1x1")))
+    c.sft = ml_collections.ConfigDict({"steps": 0})  # RL directly from the pretrained checkpoint
+    return c
+
+
 def plugin_sections(
     c: ml_collections.ConfigDict, opts: dict[str, Any]
 ) -> ml_collections.ConfigDict:

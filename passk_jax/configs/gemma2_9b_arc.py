@@ -113,26 +113,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         opts.get("tokenizer", os.path.join(ckpt, "tokenizer.model") if ckpt else "")
     )
     c.max_prompt_len = 192 if quick else 1536  # our choice; longer prompts keep their last tokens
-    c.model = ml_collections.ConfigDict(
-        {
-            "kind": "tiny" if quick else "gemma2_9b",
-            # Memory levers measured to fit v5e-128 (benchmarks/results/plan.md): full remat
-            # per decoder block, residual stream pinned to the batch axes.
-            "overrides": {}
-            if quick
-            else {
-                "dtype": "bfloat16",
-                "remat": "full",
-                "activation_batch_axes": ("data", "fsdp"),
-            },
-            "checkpoint": {
-                "format": opts.get("format", "hf"),
-                "path": os.path.expanduser(ckpt) if ckpt else "",
-            },
-        }
-    )
-    c.mesh = ml_collections.ConfigDict(config_lib.parse_mesh(opts.get("mesh", "1x-1x1")))
-    c.sft = ml_collections.ConfigDict({"steps": 0})  # RL directly from the pretrained checkpoint
+    config_lib.pretrained_model_sections(c, opts, kind="gemma2_9b", ckpt=ckpt, quick=quick)
 
     # ---- RL ----------------------------------------------------------------------------------------
     config_lib.rl_sections(
