@@ -576,7 +576,11 @@ def learner_step(
     """
     rewards_PG = rewards_PG.astype(jnp.float32)
     _, k_adv = rl_keys(state.rng, step)
-    entropy_P = response_entropy(rollout.logprobs, rollout.mask)
+    entropy_P = (
+        response_entropy(rollout.logprobs, rollout.mask)
+        if any(n in ROLLOUT_METHODS for n in learner_config.method_names)
+        else None
+    )
     weights_PG, k = weights_at(learner_config, rewards_PG, step, k_adv, entropy_P)
     batch = R.flatten(rollout, weights_PG)
     if mesh is not None:

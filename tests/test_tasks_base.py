@@ -147,4 +147,12 @@ def test_parallel_equals_serial_on_a_real_task():
     parallel = maze.score_batch(prompts, completions, workers=2)
     np.testing.assert_array_equal(serial, parallel)
     assert 0 < parallel.sum() < len(prompts)
+    # The scorer processes are started once per task and reused by later calls (they were once
+    # re-created on every call).
+    pool = maze.__dict__["_scorer_pool"]
+    pids = sorted(w.proc.pid for w in pool._workers)
+    np.testing.assert_array_equal(maze.score_batch(prompts, completions, workers=2), serial)
+    assert maze.__dict__["_scorer_pool"] is pool
+    assert sorted(w.proc.pid for w in pool._workers) == pids
     maze.close_scorers()
+    assert "_scorer_pool" not in maze.__dict__
