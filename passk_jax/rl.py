@@ -510,7 +510,8 @@ def train_and_evaluate(
     (``check_saved_config``: a resume with a different config raises :class:`ConfigMismatch`
     unless ``force_resume``). Writes ``workdir/run_config.json``, ``workdir/metrics.jsonl``,
     TensorBoard events in ``workdir/tensorboard``, orbax checkpoints in ``workdir/checkpoints``,
-    and at the end ``workdir/curves.png`` and ``final_metrics.json``, and prints the final table.
+    and at the end ``workdir/curves.png``, ``final_metrics.json`` and ``train_solved.json`` (the uids
+    of the training prompts solved at least once), and prints the final table.
     Restarting resumes from the newest intact checkpoint (``RunCheckpointer``); pending
     checkpoint writes are awaited before returning or raising.
     """
@@ -659,6 +660,9 @@ def _loop(run: _Run, config, workdir, state, shardings, ckpt, writer):
     if pending is not None:
         jax.block_until_ready(pending.metrics)
         complete(pending, time.perf_counter())
+    if run.is_main:  # which training prompts were ever solved (per-subset cumulative solve rates)
+        with open(os.path.join(workdir, "train_solved.json"), "w") as f:
+            json.dump({"pool_size": cum.pool_size, "solved": sorted(cum.solved)}, f)
     return last, start
 
 

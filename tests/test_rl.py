@@ -196,6 +196,12 @@ def test_cli_quick_run(quick_run):
         ps = [r[f"eval/pass@{k}"] for k in (1, 2, 4, 8)]
         assert all(0.0 <= p <= 1.0 for p in ps) and ps == sorted(ps), ps
     assert all(r["train/k"] == 4 for r in records if "train/k" in r)
+    # train_solved.json: the solved training uids, as many as the last cumulative solve rate says
+    solved = json.loads((workdir / "train_solved.json").read_text())
+    last_cum = [r["train/cum_solve_rate"] for r in records if "train/cum_solve_rate" in r][-1]
+    assert len(solved["solved"]) == round(last_cum * solved["pool_size"])
+    assert len(set(solved["solved"])) == len(solved["solved"])
+    assert all(u.startswith("maze/train/") for u in solved["solved"])
 
     events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)

@@ -156,3 +156,44 @@ def test_parallel_equals_serial_on_a_real_task():
     assert sorted(w.proc.pid for w in pool._workers) == pids
     maze.close_scorers()
     assert "_scorer_pool" not in maze.__dict__
+
+
+def test_subset_task_restricts_train_and_adds_splits(tmp_path):
+    """``task.subset`` (dict or JSON path): train = the chosen uids in order, named subsets become
+    splits, scoring is the base task's, and a uid outside the train pool is refused by name."""
+    import json
+
+    import ml_collections
+
+    from passk_jax.tasks import build_task
+
+    base = make_task("maze", sizes=(5,), num_train=40, num_eval=4, num_hard=4, seed=3)
+    pool = base.prompts("train")
+    chosen = [pool[7].uid, pool[2].uid, pool[30].uid]
+    spec = {"train": chosen, "splits": {"hard_subset": chosen[:2]}}
+    path = tmp_path / "subset.json"
+    path.write_text(json.dumps(spec))
+    for subset in (spec, str(path)):
+        cfg = ml_collections.ConfigDict(
+            {
+                "name": "maze",
+                "kwargs": {"sizes": (5,), "num_train": 40, "num_eval": 4, "num_hard": 4, "seed": 3},
+                "subset": subset,
+            }
+        )
+        task = build_task(cfg)
+        assert [p.uid for p in task.prompts("train")] == chosen
+        assert [p.uid for p in task.prompts("hard_subset")] == chosen[:2]
+        assert [p.uid for p in task.prompts("eval")] == [p.uid for p in base.prompts("eval")]
+        assert "hard_subset" in task.splits and task.binary and task.alphabet == base.alphabet
+        p = task.prompts("train")[0]
+        assert task.score(p, p.target) == 1.0 and task.score(p, "") == 0.0
+        assert list(task.score_batch([p, p], [p.target, "LLLL"])) == [1.0, 0.0]
+    from passk_jax.tasks.plugins import SubsetTask
+
+    with pytest.raises(ValueError, match="nope"):
+        SubsetTask(base, [pool[0].uid, "nope"])
+    with pytest.raises(ValueError, match="empty"):
+        SubsetTask(base, [])
+    with pytest.raises(ValueError, match="already exists"):
+        SubsetTask(base, [pool[0].uid], {"eval": [pool[1].uid]})

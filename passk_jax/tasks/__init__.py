@@ -87,7 +87,9 @@ def make_task(name: str, **kwargs: Any) -> Task:
 
 def build_task(task_config: Any) -> Task:
     """The task of a config's ``task`` section: ``name`` + ``kwargs``, then, if ``reward`` is set
-    (``"module:attr"``), its prompts scored by that plug-in (``reward_binary``, ``reward_on_error``)."""
+    (``"module:attr"``), its prompts scored by that plug-in (``reward_binary``, ``reward_on_error``);
+    if ``subset`` is set (a JSON path or dict ``{"train": uids, "splits": {name: uids}}``), its train
+    split restricted to those prompts (:class:`passk_jax.tasks.plugins.SubsetTask`)."""
     get = task_config.get
     kwargs = get("kwargs", None) or {}
     kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
@@ -102,4 +104,15 @@ def build_task(task_config: Any) -> Task:
             binary=bool(get("reward_binary", False)),
             on_error=float(get("reward_on_error", 0.0)),
         )
+    subset = get("subset", None)
+    if subset:  # a path to JSON {"train": [uid, ...], "splits": {name: [uid, ...]}} or that dict
+        import json
+
+        from passk_jax.tasks.plugins import SubsetTask
+
+        if isinstance(subset, str):
+            with open(subset) as f:
+                subset = json.load(f)
+        subset = subset.to_dict() if hasattr(subset, "to_dict") else dict(subset)
+        task = SubsetTask(task, subset["train"], subset.get("splits"))
     return task

@@ -24,7 +24,7 @@ from typing import Any
 
 from passk_jax.tasks.base import Prompt, ScorerConfigError, TaskBase
 
-__all__ = ["RewardPlugin", "is_plugin_spec", "load_object", "make_plugin_task"]
+__all__ = ["RewardPlugin", "SubsetTask", "is_plugin_spec", "load_object", "make_plugin_task"]
 
 
 def is_plugin_spec(name: Any) -> bool:
@@ -142,3 +142,62 @@ class RewardPlugin(TaskBase):
         state = super().__getstate__()
         state.pop("_fn", None)
         return state
+
+
+class SubsetTask:
+    """``base`` with its ``train`` split restricted to chosen prompts, plus named subsets as splits.
+
+    For experiments that select training prompts by a model's measured success (e.g. a hard subset
+    of the training pool): ``train`` becomes the prompts of ``base``'s train split whose uids are in
+    ``train`` (in that order), and each ``splits[name]`` (uids of the same pool) becomes an extra
+    split, so a run can evaluate on it. Scoring is ``base``'s, unchanged.
+
+    Raises ``ValueError`` naming the first uid that is not in ``base``'s train split, and on an
+    empty ``train`` or a split name that ``base`` already has.
+    """
+
+    def __init__(self, base: Any, train: Any, splits: dict[str, Any] | None = None):
+        pool = {p.uid: p for p in base.prompts("train")}
+        self.base = base
+        self._subsets: dict[str, list[Prompt]] = {}
+        named = {"train": list(train), **{k: list(v) for k, v in (splits or {}).items()}}
+        for name, uids in named.items():
+            if name != "train" and name in tuple(getattr(base, "splits", ())):
+                raise ValueError(f"subset split {name!r} already exists in {base.name}")
+            if not uids:
+                raise ValueError(f"subset {name!r} is empty")
+            missing = [u for u in uids if u not in pool]
+            if missing:
+                raise ValueError(
+                    f"subset {name!r}: uid {missing[0]!r} is not in {base.name}'s train split "
+                    f"({len(missing)} of {len(uids)} missing)"
+                )
+            self._subsets[name] = [pool[u] for u in uids]
+        extra = tuple(k for k in self._subsets if k != "train")
+        self.splits = tuple(getattr(base, "splits", ("train", "eval"))) + extra
+        self.name = f"{base.name}[subset {len(self._subsets['train'])}]"
+        for attr in ("binary", "alphabet", "reward_bounds", "reward_on_error", "score_deadline_s"):
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
+
+    def prompts(self, split: str, num: int | None = None) -> list[Prompt]:
+        if split in self._subsets:
+            items = self._subsets[split]
+            return list(items if num is None else items[: int(num)])
+        return self.base.prompts(split, num)
+
+    def score(self, prompt: Prompt, completion: str) -> float:
+        return self.base.score(prompt, completion)
+
+    def score_batch(self, prompts: Any, completions: Any, workers: int | None = None) -> Any:
+        return self.base.score_batch(prompts, completions, workers=workers)
+
+    def close_scorers(self) -> None:
+        close = getattr(self.base, "close_scorers", None)
+        if close is not None:
+            close()
+
+    def __getattr__(self, name: str) -> Any:  # other task attributes (e.g. target helpers)
+        if name.startswith("__") or name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
