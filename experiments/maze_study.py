@@ -42,6 +42,7 @@ from absl import logging  # noqa: E402
 
 from passk_jax import metrics as M  # noqa: E402
 from passk_jax import rl  # noqa: E402
+from passk_jax import stats as ST  # noqa: E402
 from passk_jax.configs import maze_tiny  # noqa: E402
 
 MAIN = {  # name -> maze_tiny arg
@@ -101,7 +102,7 @@ def collect(out_root: str, names, seeds):
             p = os.path.join(d, "final_metrics.json")
             if os.path.exists(p):
                 with open(p) as f:
-                    finals.append(json.load(f))
+                    finals.append({**json.load(f), "_seed": s})
                 curves.append(M.read_jsonl(os.path.join(d, "metrics.jsonl")))
         if finals:
             table[name] = (finals, curves)
@@ -207,7 +208,7 @@ def write_results(out_root: str, seeds, results_md: str, quick: bool) -> str:
             "hard split: cumulative solve rate",
         )
         lines += ["", "![hard cumulative solve](maze_tiny/hard_cum_solve.png)"]
-    lines += ["", "## Claims", ""] + _claims(stats, hard_stats)
+    lines += ["", "## Claims (paired over seeds)", ""] + _claims(main, hard)
     text = "\n".join(lines) + "\n"
     tmp = f"{results_md}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
@@ -216,44 +217,72 @@ def write_results(out_root: str, seeds, results_md: str, quick: bool) -> str:
     return text
 
 
-def _claims(stats, hard_stats) -> list[str]:
+PASS1_MARGIN = 0.03  # "keeps pass@1": within 3 points, by a two-one-sided test (passk_jax.stats)
+
+
+def _paired(table, a: str, b: str, key: str):
+    """Per-seed values of ``key`` for runs ``a`` and ``b``, on the seeds both finished."""
+    if a not in table or b not in table:
+        return None, None
+
+    def by_seed(name):
+        return {f["_seed"]: f.get(key) for f in table[name][0] if f.get(key) is not None}
+
+    va, vb = by_seed(a), by_seed(b)
+    seeds = sorted(set(va) & set(vb))
+    if len(seeds) < 2:
+        return None, None
+    return [va[s] for s in seeds], [vb[s] for s in seeds]
+
+
+def _claims(main, hard) -> list[str]:
+    """Verdicts from paired per-seed differences (``passk_jax.stats``), 95% t intervals, in points."""
     out = []
-    pk = {k: stats.get(f"pkpo k_opt={k}") for k in (1, 2, 4, 8)}
-    if all(pk.values()):
-        for ke in (2, 4, 8):
-            col = {ko: pk[ko][ke][0] for ko in pk}
-            best = max(col, key=col.get)
-            verdict = "holds" if best == ke else "does not hold"
-            vals = ", ".join(f"k_opt={ko}: {100 * v:.1f}" for ko, v in col.items())
-            out.append(f"- k_opt = k_eval is best for pass@{ke}: **{verdict}** ({vals}).")
-    else:
-        out.append("- k_opt = k_eval: not all PKPO runs finished yet.")
-    a, one = stats.get("pkpo anneal 8->1"), stats.get("pkpo k_opt=1")
-    if a and one:
-        d1 = a[1][0] - one[1][0]
-        se1 = np.sqrt(np.nan_to_num(a[1][1]) ** 2 + np.nan_to_num(one[1][1]) ** 2)
-        d8 = a[8][0] - one[8][0]
-        ok1 = abs(d1) <= 2 * se1
-        verdict = "holds" if ok1 and d8 > 0 else "does not hold"
+
+    def sup(table, a, b, key, label):
+        xa, xb = _paired(table, a, b, key)
+        if xa is None:
+            out.append(f"- {label}: fewer than 2 paired seeds finished.")
+            return
+        r = ST.superiority(xa, xb)
         out.append(
-            f"- anneal 8->1 keeps pass@1 within 2 s.e. of k_opt=1 while raising pass@8: **{verdict}** "
-            f"(pass@1 diff {100 * d1:+.1f}, 2 s.e. = {200 * se1:.1f}; pass@8 diff {100 * d8:+.1f})."
+            f"- {label}: **{r.verdict}** ({len(xa)} paired seeds, {a} minus {b}: "
+            f"{r.interval(1, 100)} points, 95% CI)."
         )
-    h1 = hard_stats.get("hard k_opt=1")
+
+    for ke in (2, 4, 8):
+        for ko in (1, 2, 4, 8):
+            if ko != ke:
+                sup(
+                    main,
+                    f"pkpo k_opt={ke}",
+                    f"pkpo k_opt={ko}",
+                    f"eval/pass@{ke}",
+                    f"k_opt={ke} beats k_opt={ko} at pass@{ke}",
+                )
+    xa, xb = _paired(main, "pkpo anneal 8->1", "pkpo k_opt=1", "eval/pass@1")
+    if xa is not None:
+        r = ST.equivalence(xa, xb, PASS1_MARGIN)
+        out.append(
+            f"- anneal 8->1 keeps pass@1 of k_opt=1 within {100 * PASS1_MARGIN:.0f} points "
+            f"(TOST): **{r.verdict}** ({len(xa)} paired seeds, difference "
+            f"{r.interval(1, 100)} points, 90% CI)."
+        )
+    sup(
+        main,
+        "pkpo anneal 8->1",
+        "pkpo k_opt=1",
+        "eval/pass@8",
+        "anneal 8->1 raises pass@8 over k_opt=1",
+    )
     for k in (4, 8):
-        hk = hard_stats.get(f"hard k_opt={k}")
-        if h1 and hk:
-            d = hk[0] - h1[0]
-            se = np.sqrt(np.nan_to_num(hk[1]) ** 2 + np.nan_to_num(h1[1]) ** 2)
-            verdict = (
-                "holds"
-                if d > 2 * se
-                else ("higher but within 2 s.e." if d > 0 else "does not hold")
-            )
-            out.append(
-                f"- hard split, k_opt={k} beats k_opt=1 in cumulative solve rate: **{verdict}** "
-                f"({100 * hk[0]:.1f} vs {100 * h1[0]:.1f}, diff {100 * d:+.1f}, 2 s.e. = {200 * se:.1f})."
-            )
+        sup(
+            hard,
+            f"hard k_opt={k}",
+            "hard k_opt=1",
+            "train/cum_solve_rate",
+            f"hard split, k_opt={k} beats k_opt=1 in cumulative solve rate",
+        )
     return out
 
 
