@@ -150,13 +150,11 @@ def write_results(out_root: str, seeds, results_md: str, quick: bool) -> str:
         "| method | seeds | " + " | ".join(f"pass@{k}" for k in KS) + " | cum. solve (train) |",
         "|---|---|" + "---|" * (len(KS) + 1),
     ]
-    stats = {}
     for name, (finals, _) in main.items():
         row = {}
         for k in KS:
             row[k] = _mean_se([f.get(f"eval/pass@{k}") for f in finals])
         row["cum"] = _mean_se([f.get("train/cum_solve_rate") for f in finals])
-        stats[name] = row
         lines.append(
             f"| {name} | {len(finals)} | "
             + " | ".join(_fmt(*row[k][:2]) for k in KS)
@@ -182,7 +180,6 @@ def write_results(out_root: str, seeds, results_md: str, quick: bool) -> str:
             "![cumulative solve rate](maze_tiny/cum_solve.png) ![entropy](maze_tiny/entropy.png)",
             "![pass@1](maze_tiny/pass1.png) ![pass@8](maze_tiny/pass8.png)",
         ]
-    hard_stats = {}
     if hard:
         lines += [
             "",
@@ -193,7 +190,6 @@ def write_results(out_root: str, seeds, results_md: str, quick: bool) -> str:
         ]
         for name, (finals, _) in hard.items():
             cum = _mean_se([f.get("train/cum_solve_rate") for f in finals])
-            hard_stats[name] = cum
             rew = _mean_se([f.get("train/reward_mean") for f in finals])
             p1 = _mean_se([f.get("eval/pass@1") for f in finals])
             p16 = _mean_se([f.get("eval/pass@16") for f in finals])
@@ -226,13 +222,10 @@ def _paired(table, a: str, b: str, key: str):
         return None, None
 
     def by_seed(name):
-        return {f["_seed"]: f.get(key) for f in table[name][0] if f.get(key) is not None}
+        return {f["_seed"]: f.get(key) for f in table[name][0]}
 
-    va, vb = by_seed(a), by_seed(b)
-    seeds = sorted(set(va) & set(vb))
-    if len(seeds) < 2:
-        return None, None
-    return [va[s] for s in seeds], [vb[s] for s in seeds]
+    xa, xb, _ = ST.align_pairs(by_seed(a), by_seed(b))
+    return (xa, xb) if len(xa) >= 2 else (None, None)
 
 
 def _claims(main, hard) -> list[str]:

@@ -55,6 +55,7 @@ from passk_jax.configs import maze_tiny  # noqa: E402
 KS = (1, 4, 8)
 POOLS = ("mixture", "all_hard")
 HARD_SPLIT = "hard_subset"
+SCAN_SAMPLES = 16  # samples per training maze when counting the warm start's successes
 
 
 def _base_config(args, extra: str = ""):
@@ -81,7 +82,7 @@ def select_subsets(args, w: int, warm: str) -> dict:
     cfg = _base_config(args)
     parts = EV.build_parts(cfg)
     params = EV.load_params(warm, parts.model_config)
-    n = 16
+    n = SCAN_SAMPLES
     out_dir = os.path.join(args.out, f"warm{w}", "scan")
     EV.evaluate(
         params,
@@ -168,6 +169,8 @@ def write_results(args, subsets: dict, results_md: str) -> str:
                     if m is not None:
                         cell[(w, s)] = m
             table[(pool, k)] = cell
+    rl_cfg = _base_config(args).rl
+    lo, hi = args.hard_range
     lines = [
         "# Unblocking experiment (`experiments/unblocking.py`)",
         "",
@@ -175,8 +178,9 @@ def write_results(args, subsets: dict, results_md: str) -> str:
         + (" (**quick smoke mode: not a result**)" if args.quick else "")
         + f". Tiny Gemma-2 on 5x5 text mazes; {len(subsets)} independent warm starts "
         f"({args.sft_steps} SFT steps each); hard subset = training mazes the warm start solved in "
-        f"1-3 of 16 samples, easy = >= {args.easy_min} of 16, selected on the training pool only. PKPO "
-        f"`sloo_minus_one`, {args.steps} RL steps, 16 prompts x 16 samples per step. Pairs = "
+        f"{lo}-{hi} of {SCAN_SAMPLES} samples, easy = >= {args.easy_min} of {SCAN_SAMPLES}, "
+        f"selected on the training pool only. PKPO `sloo_minus_one`, {args.steps} RL steps, "
+        f"{rl_cfg.prompts_per_step} prompts x {rl_cfg.num_samples} samples per step. Pairs = "
         "(warm start, seed); differences are k_opt = K minus k_opt = 1 in percentage points, "
         "t-based 95% CI over pairs (`passk_jax.stats.superiority`).",
         "",
@@ -218,12 +222,12 @@ def write_results(args, subsets: dict, results_md: str) -> str:
         base = table[(pool, 1)]
         for k in (4, 8):
             other = table[(pool, k)]
-            pairs = sorted(set(base) & set(other))
             for key in ("hard_cum_solve", "hard_pass@1"):
+                a, b, pairs = stats.align_pairs(
+                    {p: m[key] for p, m in other.items()}, {p: m[key] for p, m in base.items()}
+                )
                 if len(pairs) < 2:
                     continue
-                a = [other[p][key] for p in pairs]
-                b = [base[p][key] for p in pairs]
                 r = stats.superiority(a, b)
                 verdicts.append(
                     {"pool": pool, "k": k, "metric": key, **r.as_dict(), "pairs": len(pairs)}

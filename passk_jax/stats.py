@@ -11,6 +11,7 @@ from two independent standard errors. Every verdict string in the results files 
 * :func:`equivalence`: two one-sided tests (TOST) with a stated margin: "holds" when the
   ``1 - 2 alpha`` interval lies inside ``(-margin, margin)``, "does not hold" when the two-sided
   ``1 - alpha`` interval lies wholly outside it, else "inconclusive". Used for "keeps pass@1".
+* :func:`align_pairs`: the values of two methods on the pair ids (seeds) both finished.
 * :func:`bootstrap_paired`: a percentile bootstrap over eval prompts of a paired mean difference,
   for a single pair of runs (variation over prompts, not over seeds).
 
@@ -26,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "PairedResult",
+    "align_pairs",
     "bootstrap_paired",
     "equivalence",
     "paired_difference",
@@ -79,6 +81,14 @@ def _pairs(a: Any, b: Any) -> np.ndarray:
     if a.size < 2:
         raise ValueError(f"a paired interval needs at least 2 pairs, got {a.size}.")
     return a - b
+
+
+def align_pairs(a: dict[Any, float | None], b: dict[Any, float | None]) -> tuple[list, list, list]:
+    """The pairs two methods both have: ``a`` and ``b`` map a pair id (a seed, a (warm start, seed)
+    tuple) to a value, ``None`` for a missing one; returns ``(values_a, values_b, ids)`` over the
+    sorted ids present (and not ``None``) in both."""
+    ids = sorted(k for k in set(a) & set(b) if a[k] is not None and b[k] is not None)
+    return [a[k] for k in ids], [b[k] for k in ids], ids
 
 
 def paired_difference(a: Any, b: Any, level: float = 0.95) -> PairedResult:

@@ -87,3 +87,42 @@ def test_degenerate_and_formatting():
     r = S.paired_difference([0.5, 0.6], [0.4, 0.5])  # identical differences
     assert r.lo == r.hi == pytest.approx(0.1) and r.p_value == 0.0
     assert S.paired_difference([0.5, 0.6], [0.4, 0.5]).interval(1, 100) == "+10.0 [+10.0, +10.0]"
+
+
+def test_align_pairs_keeps_only_ids_both_have():
+    a = {0: 0.5, 1: 0.6, 2: None, 3: 0.7}
+    b = {1: 0.4, 2: 0.3, 3: 0.5, 4: 0.9}
+    xa, xb, ids = S.align_pairs(a, b)
+    assert ids == [1, 3] and xa == [0.6, 0.7] and xb == [0.4, 0.5]
+    xa, xb, ids = S.align_pairs({(1, 0): 1.0, (0, 1): 2.0}, {(0, 1): 3.0, (1, 0): 4.0})
+    assert ids == [(0, 1), (1, 0)] and xa == [2.0, 1.0] and xb == [3.0, 4.0]
+
+
+def test_maze_study_claims_are_paired_verdicts():
+    """The study's verdicts pair runs by seed: a small consistent gain under a large shared seed
+    effect holds when paired (it would not with two independent standard errors), and a claim
+    with one finished seed pair reports that instead of a verdict."""
+    from experiments import maze_study as MS
+
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 0.1, 8)  # shared by every method of a seed
+
+    def finals(name):
+        gain = 0.02 if name == "pkpo k_opt=4" else 0.0
+        return [
+            {"_seed": s, **{f"eval/pass@{k}": 0.5 + seed_effect[s] + gain for k in MS.KS}}
+            for s in range(8)
+        ]
+
+    main = {n: (finals(n), []) for n in MS.MAIN}
+    hard = {"hard k_opt=1": ([{"_seed": 0, "train/cum_solve_rate": 0.1}], [])}
+    lines = MS._claims(main, hard)
+    line = next(x for x in lines if x.startswith("- k_opt=4 beats k_opt=1 at pass@4"))
+    assert "**holds**" in line and "8 paired seeds" in line and "+2.0 [+2.0, +2.0]" in line
+    xa = [f["eval/pass@4"] for f in main["pkpo k_opt=4"][0]]
+    xb = [f["eval/pass@4"] for f in main["pkpo k_opt=1"][0]]
+    unpaired_se = np.hypot(np.std(xa, ddof=1), np.std(xb, ddof=1)) / np.sqrt(8)
+    assert 0.02 < 2 * unpaired_se  # the unpaired 2-s.e. rule could not have called it
+    anneal = next(x for x in lines if "keeps pass@1" in x)
+    assert "**holds**" in anneal  # identical per-seed pass@1: equivalent within 3 points
+    assert any("hard split, k_opt=4" in x and "fewer than 2 paired seeds" in x for x in lines)

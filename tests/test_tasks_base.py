@@ -197,3 +197,8 @@ def test_subset_task_restricts_train_and_adds_splits(tmp_path):
         SubsetTask(base, [])
     with pytest.raises(ValueError, match="already exists"):
         SubsetTask(base, [pool[0].uid], {"eval": [pool[1].uid]})
+    with pytest.raises(ValueError, match="more than once"):
+        SubsetTask(base, [pool[0].uid, pool[1].uid, pool[0].uid])
+    bad = ml_collections.ConfigDict({"name": "maze", "kwargs": cfg.kwargs, "subset": {"hard": []}})
+    with pytest.raises(ValueError, match="'train'"):
+        build_task(bad)

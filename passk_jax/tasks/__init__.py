@@ -114,5 +114,7 @@ def build_task(task_config: Any) -> Task:
             with open(subset) as f:
                 subset = json.load(f)
         subset = subset.to_dict() if hasattr(subset, "to_dict") else dict(subset)
+        if "train" not in subset:
+            raise ValueError(f"task.subset needs a 'train' list of uids; got keys {sorted(subset)}")
         task = SubsetTask(task, subset["train"], subset.get("splits"))
     return task

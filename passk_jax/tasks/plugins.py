@@ -152,8 +152,8 @@ class SubsetTask:
     ``train`` (in that order), and each ``splits[name]`` (uids of the same pool) becomes an extra
     split, so a run can evaluate on it. Scoring is ``base``'s, unchanged.
 
-    Raises ``ValueError`` naming the first uid that is not in ``base``'s train split, and on an
-    empty ``train`` or a split name that ``base`` already has.
+    Raises ``ValueError`` naming the first uid that is not in ``base``'s train split or is listed
+    twice, and on an empty subset or a split name that ``base`` already has.
     """
 
     def __init__(self, base: Any, train: Any, splits: dict[str, Any] | None = None):
@@ -166,6 +166,9 @@ class SubsetTask:
                 raise ValueError(f"subset split {name!r} already exists in {base.name}")
             if not uids:
                 raise ValueError(f"subset {name!r} is empty")
+            if len(set(uids)) != len(uids):
+                dup = next(u for u in uids if uids.count(u) > 1)
+                raise ValueError(f"subset {name!r}: uid {dup!r} is listed more than once")
             missing = [u for u in uids if u not in pool]
             if missing:
                 raise ValueError(
