@@ -28,6 +28,16 @@ device on ``fsdp``; no torch column. It reports tokens/s and model-FLOPs utilisa
 989 = H100 SXM dense bf16; the 6N rule ignores attention FLOPs, so MFU is slightly understated).
 Use ``--microbatches`` to bound activation memory (the 256k-vocabulary logits dominate).
 
+The CPU table also gives model-FLOPs utilisation (``flops.train_step_flops`` with only the completion
+positions unembedded, the same figure for both rows, over a nominal peak derived from
+``/proc/cpuinfo``: cores x 2 FMA units x SIMD lanes x 2 x clock) and the process's minor page faults
+per step. ``--allocators system hugetlb tcmalloc`` runs the whole benchmark once per host allocator,
+each in its own child process (``hugetlb``: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc >= 2.35;
+``tcmalloc``: ``LD_PRELOAD=libtcmalloc_minimal.so.4``, e.g. Debian's ``libtcmalloc-minimal4``; an
+allocator that is not available is skipped and named), and prints a summary table of all of them.
+XLA:CPU allocates a step's temporaries afresh on every call; with glibc's defaults the large ones are
+mmap'd and page-faulted in again each step, which the fault column makes visible.
+
 Timing: one warm-up call each (compilation excluded), then ``--repeats`` rounds that time the JAX step
 and the torch step one after the other (``block_until_ready`` for JAX), so both see the same background
 load; the medians are reported. Prints markdown tables and writes them to ``benchmarks/results/train_step.md``
@@ -37,6 +47,7 @@ Run::
 
     .venv/bin/python benchmarks/train_step.py                 # tiny + small, CPU, ~3-5 minutes
     .venv/bin/python benchmarks/train_step.py --config tiny   # tiny only, ~1 minute
+    .venv/bin/python benchmarks/train_step.py --no-sampler --allocators system hugetlb tcmalloc
     python benchmarks/train_step.py --config 2b --prompts 16 --samples 16 --prompt-len 256 \
         --completion-len 512 --microbatches 16 --peak-tflops 989      # one H100
 """
@@ -45,8 +56,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -55,6 +70,7 @@ import numpy as np
 
 from passk_jax import advantages as A
 from passk_jax import estimators as E
+from passk_jax import flops as FL
 from passk_jax import sampler
 from passk_jax import sharding as S
 from passk_jax import train as TR
@@ -63,6 +79,59 @@ from passk_jax.models.gemma2 import Gemma2Config
 from passk_jax.testing import hf_gemma2, interleaved_medians
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+# Host allocators the benchmark can compare (``--allocators``): name -> environment of the child run.
+# XLA:CPU allocates each step's temporaries afresh; under glibc's defaults the large ones are
+# mmap'd and page-faulted in again on every step (see the minor-faults column).
+ALLOCATORS = {
+    "system": {},
+    "hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+}
+
+
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _counting_faults(fn, counts: list[int]):
+    """``fn`` wrapped to append the process's minor page faults during each call to ``counts``."""
+
+    def wrapped():
+        f0 = _minor_faults()
+        fn()
+        counts.append(_minor_faults() - f0)
+
+    return wrapped
+
+
+def _cpu_peak_flops() -> tuple[float, str] | None:
+    """Nominal float32 peak of this host's CPU cores and how it was derived, from /proc/cpuinfo.
+
+    cores x 2 FMA units x SIMD lanes (16 with AVX-512, 8 with AVX2, 4 otherwise) x 2 FLOPs x the
+    reported clock: a nominal figure (the clock is the one /proc/cpuinfo shows now, two FMA units
+    are assumed), stated beside the MFU it is used for.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return None
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    if not mhz:
+        return None
+    lanes = 16 if "avx512f" in flags else (8 if "avx2" in flags and "fma" in flags else 4)
+    cores = os.cpu_count() or 1
+    ghz = sum(mhz) / len(mhz) / 1e3
+    peak = cores * 2 * lanes * 2 * ghz * 1e9
+    how = f"{cores} cores x 2 FMA units x {lanes} float32 lanes x 2 FLOPs x {ghz:.2f} GHz"
+    return peak, how
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -158,6 +227,76 @@ def _machine_line(args, cfg, n_params: int) -> str:
     )
 
 
+def _allocator_available(name: str) -> bool:
+    if name == "tcmalloc":
+        import ctypes
+
+        try:
+            ctypes.CDLL(ALLOCATORS[name]["LD_PRELOAD"])
+        except OSError:
+            return False
+    if name == "hugetlb":  # glibc >= 2.35 has the tunable
+        ver = platform.libc_ver()
+        if ver[0] != "glibc" or tuple(int(x) for x in ver[1].split(".")[:2]) < (2, 35):
+            return False
+    return True
+
+
+def _compare_allocators(args, argv: list[str], out_path: str) -> None:
+    """Runs the whole benchmark once per allocator, each in a child process; one summary table."""
+    records, sections, skipped = [], [], []
+    for name in args.allocators:
+        if name not in ALLOCATORS:
+            raise SystemExit(f"--allocators: unknown {name!r}; choose from {sorted(ALLOCATORS)}")
+        if not _allocator_available(name):
+            skipped.append(name)
+            continue
+        env = {**os.environ, **ALLOCATORS[name]}
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, os.path.abspath(__file__), *argv]
+            cmd += ["--out", os.path.join(tmp, "t.md"), "--json-out", os.path.join(tmp, "t.json")]
+            cmd += ["--allocator-name", name]
+            print(
+                f"=== allocator {name}: {' '.join(f'{k}={v}' for k, v in ALLOCATORS[name].items())}"
+            )
+            subprocess.run(cmd, env=env, check=True)
+            with open(os.path.join(tmp, "t.json")) as f:
+                records += json.load(f)
+            with open(os.path.join(tmp, "t.md")) as f:
+                sections.append(f"# Host allocator: {name}\n\n" + f.read().strip())
+    lines = [
+        "## Summary: JAX train step vs eager torch per host allocator",
+        "",
+        "Each row is its own child process; within it the JAX and torch steps are timed in "
+        "interleaved rounds (same process, same allocator, same load). Allocators: "
+        + "; ".join(
+            f"`{n}` = " + (" ".join(f"`{k}={v}`" for k, v in e.items()) or "glibc defaults")
+            for n, e in ALLOCATORS.items()
+        )
+        + ".",
+        "",
+        "| config | allocator | JAX s / step | torch s / step | JAX vs torch | JAX MFU "
+        "| JAX minor faults / step | torch minor faults / step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in (r for r in records if "jax_s" in r):
+        ts = r.get("torch_s")
+        mfu = "n/a" if r.get("mfu_jax") is None else f"{100 * r['mfu_jax']:.1f}%"
+        lines.append(
+            f"| {r['config']} | {r['allocator']} | {r['jax_s']:.3f} | "
+            + (f"{ts:.3f} | {ts / r['jax_s']:.2f}x" if ts else "n/a | n/a")
+            + f" | {mfu} | {r['jax_faults'] or 0:,.0f} | "
+            + (f"{r['torch_faults']:,.0f} |" if r.get("torch_faults") is not None else "n/a |")
+        )
+    if skipped:
+        lines += ["", f"Skipped (not available on this host): {', '.join(skipped)}."]
+    table = "\n".join(lines) + "\n\n" + "\n\n".join(sections)
+    print(table)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        f.write(table + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -179,12 +318,42 @@ def main() -> None:
     parser.add_argument("--no-sampler", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--allocators",
+        nargs="+",
+        default=None,
+        help=f"run the benchmark once per host allocator (child processes) from {sorted(ALLOCATORS)} "
+        "and print a summary table",
+    )
+    parser.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--allocator-name", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     big = "2b" in args.config
     out_path = args.out or os.path.join(RESULTS, "train_step_2b.md" if big else "train_step.md")
-    sections = []
+    if args.allocators:
+        argv, skip = [], False
+        for a in sys.argv[1:]:  # the child gets every option but --allocators / --out
+            if skip and not a.startswith("--"):
+                continue
+            skip = a in ("--allocators", "--out") or a.startswith(("--allocators=", "--out="))
+            if not skip:
+                argv.append(a)
+        _compare_allocators(args, argv, out_path)
+        return
+    if args.allocator_name is None:
+        args.allocator_name = (
+            " ".join(
+                f"{k}={os.environ[k]}" for k in ("LD_PRELOAD", "GLIBC_TUNABLES") if k in os.environ
+            )
+            or "glibc defaults"
+        )
+    sections, records = [], []
     for name in args.config:
-        sections.append(_bench(argparse.Namespace(**{**vars(args), "config": name})))
+        records.append({})
+        sections.append(_bench(argparse.Namespace(**{**vars(args), "config": name}), records[-1]))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(records, f)
     table = "\n\n".join(sections)
     if jax.default_backend() == "cpu":
         table += (
@@ -197,8 +366,8 @@ def main() -> None:
         f.write(table + "\n")
 
 
-def _bench(args) -> str:
-    """Benchmarks one model config; returns its markdown section."""
+def _bench(args, record: dict) -> str:
+    """Benchmarks one model config; returns its markdown section (and fills ``record``)."""
     big = args.config == "2b"
     cfg = _model_config(args.config)
     hf = None
@@ -240,8 +409,10 @@ def _bench(args) -> str:
         jax.block_until_ready(holder["state"])
         jax_losses.append(float(m["loss"]))
 
+    faults_jax: list[int] = []
+    faults_torch: list[int] = []
     if hf is None:
-        t_jax = _median_time(run_jax, args.repeats)
+        t_jax = _median_time(_counting_faults(run_jax, faults_jax), args.repeats)
     else:
         import torch
         import transformers
@@ -250,8 +421,11 @@ def _bench(args) -> str:
             hf, prompt, tokens, mask, weights, args.samples, lr
         )
         # Interleaved rounds: both steps see the same background load.
-        t_jax, t_torch = interleaved_medians([run_jax, torch_step], args.repeats)
-    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax)]
+        t_jax, t_torch = interleaved_medians(
+            [_counting_faults(run_jax, faults_jax), _counting_faults(torch_step, faults_torch)],
+            args.repeats,
+        )
+    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax, faults_jax)]
 
     if hf is not None:
         rows.append(
@@ -259,6 +433,7 @@ def _bench(args) -> str:
                 f"transformers {transformers.__version__} `Gemma2ForCausalLM` + "
                 f"`torch.optim.AdamW` (torch {torch.__version__}, eager, float32)",
                 t_torch,
+                faults_torch,
             )
         )
         print(
@@ -278,7 +453,7 @@ def _bench(args) -> str:
             "| implementation | median s / step | tokens/s | MFU |",
             "|---|---:|---:|---:|",
         ]
-        for name, sec in rows:
+        for name, sec, _ in rows:
             tps = step_tokens / sec
             mfu = 6 * n_params * tps / (ndev * args.peak_tflops * 1e12)
             lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {100 * mfu:.1f}% |")
@@ -289,13 +464,38 @@ def _bench(args) -> str:
         ]
     else:
         ref = step_tokens / rows[-1][1]
+        # Model FLOPs of the work both implementations must do (only the completion positions are
+        # unembedded: the logits the loss reads); the same figure for both rows.
+        step_flops = FL.train_step_flops(
+            cfg, b, args.prompt_len, args.completion_len, unembed_all=False
+        )
+        peak = _cpu_peak_flops() if jax.default_backend() == "cpu" else None
         lines += [
-            "| implementation | median s / step | tokens/s | vs torch |",
-            "|---|---:|---:|---:|",
+            "| implementation | median s / step | tokens/s | MFU | minor page faults / step "
+            "| vs torch |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
-        for name, sec in rows:
+        for name, sec, faults in rows:
             tps = step_tokens / sec
-            lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {tps / ref:.2f}x |")
+            mfu = "n/a" if peak is None else f"{100 * step_flops / (sec * peak[0]):.1f}%"
+            flt = f"{statistics.median(faults):,.0f}" if faults else "n/a"
+            lines.append(f"| {name} | {sec:.3f} | {tps:,.0f} | {mfu} | {flt} | {tps / ref:.2f}x |")
+        lines += [
+            "",
+            f"MFU = {step_flops / 1e9:.1f} GFLOP of model matmuls per step (`flops.train_step_flops`, "
+            "completion positions unembedded) / (time x nominal peak"
+            + (f" {peak[0] / 1e9:.0f} GFLOP/s = {peak[1]})." if peak else ", unknown here).")
+            + f" Host allocator: {args.allocator_name}.",
+        ]
+        record.update(
+            config=args.config,
+            allocator=args.allocator_name,
+            jax_s=t_jax,
+            torch_s=rows[-1][1] if hf is not None else None,
+            jax_faults=statistics.median(faults_jax) if faults_jax else None,
+            torch_faults=statistics.median(faults_torch) if faults_torch else None,
+            mfu_jax=None if peak is None else step_flops / (t_jax * peak[0]),
+        )
         if hf is not None:
             lines += [
                 "",

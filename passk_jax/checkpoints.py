@@ -103,40 +103,41 @@ def config_from_hf(hf: Mapping[str, Any], **overrides) -> Gemma2Config:
     return Gemma2Config(**{**kw, **overrides})
 
 
-def flax_params_from_hf_state_dict(
-    state: Mapping[str, Any], config: Gemma2Config, dtype: Any = None
-) -> Params:
-    """Converts HF Gemma-2 tensors (name -> array, torch ``[out, in]`` layout) to the Flax layout.
+class _Lazy:
+    """One parameter of the Flax tree, read on demand from (views of) checkpoint tensors.
 
-    Args:
-      state: mapping from HF names (``model.layers.0.self_attn.q_proj.weight``, ...; any prefix
-        before ``layers.`` / ``embed_tokens.`` / ``norm.`` is ignored) to numpy or jax arrays.
-      config: the architecture the tensors belong to.
-      dtype: cast every parameter to this dtype; defaults to ``config.param_dtype``.
-
-    Returns:
-      The parameter tree. Raises ``KeyError`` for a missing tensor and ``ValueError`` for a shape
-      mismatch.
+    ``parts`` are host arrays (NumPy views, e.g. of a memory-mapped safetensors file, already
+    transposed / reshaped into the Flax layout); with ``stacked`` the parameter is
+    ``np.stack(parts)`` (the kv / gating pairs). ``read(index)`` materialises only ``index``'s slice,
+    so each device's shard is read without the whole tensor ever being copied.
     """
-    dtype = jnp.dtype(config.param_dtype if dtype is None else dtype)
-    by_suffix = {}
-    for name, value in state.items():
-        for anchor in ("layers.", "embed_tokens.", "norm."):
-            idx = name.find(anchor)
-            if idx == 0 or (idx > 0 and name[idx - 1] == "."):
-                by_suffix[name[idx:]] = value
-                break
 
-    def get(name: str) -> jax.Array:
+    def __init__(self, parts: list[Any], stacked: bool = False):
+        self.parts, self.stacked = parts, stacked
+        inner = tuple(parts[0].shape)
+        self.shape = (len(parts), *inner) if stacked else inner
+
+    def read(self, index: tuple[slice, ...] | None = None) -> np.ndarray:
+        index = tuple(index) if index is not None else (slice(None),) * len(self.shape)
+        if not self.stacked:
+            return np.asarray(self.parts[0][index])
+        chosen = range(len(self.parts))[index[0]]
+        return np.stack([np.asarray(self.parts[j][index[1:]]) for j in chosen])
+
+
+def _hf_lazy_tree(by_suffix: Mapping[str, Any], config: Gemma2Config) -> dict[str, Any]:
+    """The Flax parameter tree as :class:`_Lazy` leaves over HF tensors (name suffix -> host array)."""
+
+    def get(name: str) -> Any:
         if name not in by_suffix:
             raise KeyError(f"HF checkpoint has no tensor ending in {name!r}")
-        return jnp.asarray(by_suffix[name]).astype(dtype)
+        return by_suffix[name]
 
     c = config
     n, k, h, d = c.num_heads, c.num_kv_heads, c.head_dim, c.embed_dim
-    params: Params = {
-        "embedder": {"input_embedding": get("embed_tokens.weight")},
-        "final_norm": {"scale": get("norm.weight")},
+    tree: dict[str, Any] = {
+        "embedder": {"input_embedding": _Lazy([get("embed_tokens.weight")])},
+        "final_norm": {"scale": _Lazy([get("norm.weight")])},
     }
     for i in range(c.num_layers):
         pre = f"layers.{i}."
@@ -144,31 +145,114 @@ def flax_params_from_hf_state_dict(
         kk = get(pre + "self_attn.k_proj.weight")  # [K*H, D]
         v = get(pre + "self_attn.v_proj.weight")
         o = get(pre + "self_attn.o_proj.weight")  # [D, N*H]
-        layer: Params = {
+        kv = [kk.reshape(k, h, d).transpose(0, 2, 1), v.reshape(k, h, d).transpose(0, 2, 1)]
+        gating = [get(pre + "mlp.gate_proj.weight"), get(pre + "mlp.up_proj.weight")]
+        layer: dict[str, Any] = {
             "attn": {
-                "q_einsum": {"w": q.reshape(n, h, d).transpose(0, 2, 1)},
-                "kv_einsum": {
-                    "w": jnp.stack(
-                        [
-                            kk.reshape(k, h, d).transpose(0, 2, 1),
-                            v.reshape(k, h, d).transpose(0, 2, 1),
-                        ]
-                    )
-                },
-                "attn_vec_einsum": {"w": o.T.reshape(n, h, d)},
+                "q_einsum": {"w": _Lazy([q.reshape(n, h, d).transpose(0, 2, 1)])},
+                "kv_einsum": {"w": _Lazy(kv, stacked=True)},
+                "attn_vec_einsum": {"w": _Lazy([o.T.reshape(n, h, d)])},
             },
             "mlp": {
-                "gating_einsum": jnp.stack(
-                    [get(pre + "mlp.gate_proj.weight"), get(pre + "mlp.up_proj.weight")]
-                ),
-                "linear": get(pre + "mlp.down_proj.weight").T,
+                "gating_einsum": _Lazy(gating, stacked=True),
+                "linear": _Lazy([get(pre + "mlp.down_proj.weight").T]),
             },
         }
         for hf_name, ours in _HF_NORMS.items():
-            layer[ours] = {"scale": get(pre + hf_name + ".weight")}
-        params[f"layer_{i}"] = layer
-    _check_shapes(params, config)
-    return params
+            layer[ours] = {"scale": _Lazy([get(pre + hf_name + ".weight")])}
+        tree[f"layer_{i}"] = layer
+    return tree
+
+
+def _by_suffix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """HF names with any prefix before ``layers.`` / ``embed_tokens.`` / ``norm.`` removed."""
+    out = {}
+    for name, value in state.items():
+        for anchor in ("layers.", "embed_tokens.", "norm."):
+            idx = name.find(anchor)
+            if idx == 0 or (idx > 0 and name[idx - 1] == "."):
+                out[name[idx:]] = value
+                break
+    return out
+
+
+def _materialise(lazy_tree: Any, config: Gemma2Config, dtype: Any, shardings: Any = None) -> Params:
+    """Builds the parameter arrays from :class:`_Lazy` leaves: whole on the default device, or, with
+    ``shardings``, each device's shard straight from its slice (``jax.make_array_from_callback``)."""
+    dtype = jnp.dtype(dtype)
+    is_lazy = lambda x: isinstance(x, _Lazy)
+    _check_shapes(
+        jax.tree.map(lambda lz: jax.ShapeDtypeStruct(lz.shape, dtype), lazy_tree, is_leaf=is_lazy),
+        config,
+    )
+    if shardings is None:
+        return jax.tree.map(
+            lambda lz: jnp.asarray(lz.read().astype(dtype)), lazy_tree, is_leaf=is_lazy
+        )
+    return jax.tree.map(
+        lambda lz, sh: jax.make_array_from_callback(
+            lz.shape, sh, lambda idx, lz=lz: lz.read(idx).astype(dtype)
+        ),
+        lazy_tree,
+        shardings,
+        is_leaf=is_lazy,
+    )
+
+
+def flax_params_from_hf_state_dict(
+    state: Mapping[str, Any], config: Gemma2Config, dtype: Any = None, *, shardings: Any = None
+) -> Params:
+    """Converts HF Gemma-2 tensors (name -> array, torch ``[out, in]`` layout) to the Flax layout.
+
+    Args:
+      state: mapping from HF names (``model.layers.0.self_attn.q_proj.weight``, ...; any prefix
+        before ``layers.`` / ``embed_tokens.`` / ``norm.`` is ignored) to NumPy or jax arrays.
+      config: the architecture the tensors belong to.
+      dtype: cast every parameter to this dtype; defaults to ``config.param_dtype``.
+      shardings: optional tree of ``jax.sharding.Sharding`` (e.g. ``sharding.param_shardings``):
+        each parameter is then assembled shard by shard on its devices from host slices.
+
+    Returns:
+      The parameter tree. Raises ``KeyError`` for a missing tensor and ``ValueError`` for a shape
+      mismatch.
+    """
+    host = {k: np.asarray(v) for k, v in _by_suffix(state).items()}
+    lazy = _hf_lazy_tree(host, config)
+    return _materialise(lazy, config, config.param_dtype if dtype is None else dtype, shardings)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": jnp.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def _safetensors_views(file: str) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as a read-only view of one memory map (nothing is read
+    until a slice of it is used)."""
+    with open(file, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    buf = np.memmap(file, dtype=np.uint8, mode="r")
+    start = 8 + header_len
+    views = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {info['dtype']!r}")
+        lo, hi = info["data_offsets"]
+        dt = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+        views[name] = buf[start + lo : start + hi].view(dt).reshape(info["shape"])
+    return views
 
 
 def _safetensors_files(path: str) -> list[str]:
@@ -183,30 +267,43 @@ def _safetensors_files(path: str) -> list[str]:
     return [os.path.join(path, f) for f in files]
 
 
-def load_hf_gemma2(path: str, **config_overrides) -> tuple[Gemma2Config, Params]:
+def load_hf_gemma2(
+    path: str, *, mesh: Any = None, rules: Mapping[str, Any] | None = None, **config_overrides
+) -> tuple[Gemma2Config, Params]:
     """Loads a local Hugging Face Gemma-2 directory (``config.json`` + safetensors), without torch.
+
+    The safetensors files are memory-mapped and each parameter is read through views of them in the
+    Flax layout. With ``mesh``, parameters are born sharded: every device's shard is read from its
+    own slice of the mapped file and placed directly (``jax.make_array_from_callback`` into
+    ``sharding.param_shardings(config, mesh, rules)``), so no device ever holds a whole tensor that
+    the rules shard, and a process reads only the bytes of the shards its devices hold (replicated
+    parameters are read whole).
 
     Args:
       path: directory written by ``Gemma2ForCausalLM.save_pretrained`` (or a hub snapshot); a
         sharded ``model.safetensors.index.json`` is followed.
+      mesh: optional ``jax.sharding.Mesh`` to load the parameters onto, sharded.
+      rules: logical-axis rules for ``mesh`` (default ``sharding.DEFAULT_RULES``).
       **config_overrides: extra ``Gemma2Config`` fields (e.g. ``dtype="bfloat16"``,
         ``param_dtype="bfloat16"``).
 
     Returns:
       ``(config, params)``; params are in the Flax layout, cast to ``config.param_dtype``.
     """
-    from safetensors import safe_open
-
     with open(os.path.join(path, "config.json")) as f:
         hf = json.load(f)
     hf = hf.get("text_config", hf)
     config = config_from_hf(hf, **config_overrides)
     state: dict[str, Any] = {}
     for file in _safetensors_files(path):
-        with safe_open(file, framework="flax") as f:
-            for name in f.keys():
-                state[name] = f.get_tensor(name)
-    return config, flax_params_from_hf_state_dict(state, config)
+        state.update(_safetensors_views(file))
+    shardings = None
+    if mesh is not None:
+        from passk_jax import sharding as S
+
+        shardings = S.param_shardings(config, mesh, rules)
+    lazy = _hf_lazy_tree(_by_suffix(state), config)
+    return config, _materialise(lazy, config, config.param_dtype, shardings)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,7 +341,51 @@ def _check_shapes(params: Params, config: Gemma2Config) -> None:
             )
 
 
-def load_flax_gemma2(path: str, config: Gemma2Config) -> Params:
+def _flax_restore_sharded(path: str, config: Gemma2Config, mesh: Any, rules: Any) -> Any:
+    """Restores the stored tree with every array read straight into a mesh sharding (orbax reads
+    only each device's shard): the sharding of the parameter a stored array becomes, computed for
+    the stored shape (a padded embedding table, a ``[3, N, D, H]`` qkv stack)."""
+    from passk_jax import sharding as S
+    from passk_jax.models.gemma2 import param_logical_axes
+
+    ckptr = ocp.PyTreeCheckpointer()
+    stored = ckptr.metadata(path)
+    stored = getattr(stored, "item_metadata", stored)
+    stored = getattr(stored, "tree", stored)
+    axes = param_logical_axes(config)
+    dtype = jnp.dtype(config.param_dtype)
+
+    def axes_for(parts: list[str]) -> tuple[str | None, ...]:
+        if parts and parts[0] == "transformer":
+            parts = parts[1:]
+        if len(parts) >= 2 and parts[-2] == "qkv_einsum":  # [3, N, D, H] -> q_einsum's, stacked
+            parts = [*parts[:-2], "q_einsum", parts[-1]]
+            return (None, *_get_path(axes, parts))
+        return _get_path(axes, parts)
+
+    def restore_args(path_parts: list[str], meta: Any) -> Any:
+        if isinstance(meta, Mapping):
+            return {k: restore_args([*path_parts, *k.split("/")], v) for k, v in meta.items()}
+        shape = tuple(meta.shape)
+        sh = S.logical_to_sharding(axes_for(path_parts), shape, mesh, rules)
+        return ocp.ArrayRestoreArgs(sharding=sh, global_shape=shape, dtype=dtype)
+
+    args = restore_args([], dict(stored))
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+def _get_path(tree: Any, parts: list[str]) -> Any:
+    node = tree
+    for p in parts:
+        if not isinstance(node, Mapping) or p not in node:
+            raise ValueError(f"checkpoint leaf {'/'.join(parts)!r} is not a Gemma-2 parameter")
+        node = node[p]
+    return node
+
+
+def load_flax_gemma2(
+    path: str, config: Gemma2Config, *, mesh: Any = None, rules: Mapping[str, Any] | None = None
+) -> Params:
     """Restores an official Gemma-2 Flax (orbax) checkpoint into this package's parameter tree.
 
     Accepts the release layout (flat top-level keys ``"transformer/layer_0/attn/q_einsum"`` holding
@@ -253,27 +394,53 @@ def load_flax_gemma2(path: str, config: Gemma2Config) -> Params:
     ``kv_einsum``. An embedding table with more rows than ``config.vocab_size`` (the release pads
     256,000 to 256,128) is truncated to ``config.vocab_size``.
 
+    With ``mesh``, parameters are born sharded: orbax restores each array directly into its mesh
+    sharding (``sharding.param_shardings(config, mesh, rules)``; each process reads only the shards
+    its devices hold), and the qkv split and the embedding truncation run as sharded jitted slices,
+    so no device holds a whole tensor that the rules shard.
+
     Args:
       path: the checkpoint directory (local).
       config: the architecture; leaves are cast to ``config.param_dtype``.
+      mesh: optional ``jax.sharding.Mesh`` to restore onto, sharded.
+      rules: logical-axis rules for ``mesh`` (default ``sharding.DEFAULT_RULES``).
 
     Returns:
       The parameter tree. Raises ``ValueError`` on a structure or shape mismatch.
     """
-    raw = ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
+    path = os.path.abspath(path)
+    if mesh is None:
+        raw = ocp.PyTreeCheckpointer().restore(path)
+    else:
+        raw = _flax_restore_sharded(path, config, mesh, rules)
     tree = _nest(raw)
     tree = tree.get("transformer", tree)
     params: Params = jax.tree.map(lambda x: x, dict(tree))
+    target = None
+    if mesh is not None:
+        from passk_jax import sharding as S
+
+        target = S.param_shardings(config, mesh, rules)
+
+    def cut(x: Any, fn: Any, out_sharding: Any) -> Any:
+        return fn(x) if out_sharding is None else jax.jit(fn, out_shardings=out_sharding)(x)
+
     for i in range(config.num_layers):
         attn = params.get(f"layer_{i}", {}).get("attn", {})
         if "qkv_einsum" in attn:
             w = attn.pop("qkv_einsum")["w"]
-            attn["q_einsum"] = {"w": w[0]}
-            attn["kv_einsum"] = {"w": w[1:]}
+            tq = tkv = None
+            if target is not None:
+                tq = target[f"layer_{i}"]["attn"]["q_einsum"]["w"]
+                tkv = target[f"layer_{i}"]["attn"]["kv_einsum"]["w"]
+            attn["q_einsum"] = {"w": cut(w, lambda a: a[0], tq)}
+            attn["kv_einsum"] = {"w": cut(w, lambda a: a[1:], tkv)}
     emb = params["embedder"]["input_embedding"]
     if emb.shape[0] > config.vocab_size:
-        params["embedder"]["input_embedding"] = emb[: config.vocab_size]
-    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(config.param_dtype)), params)
+        te = None if target is None else target["embedder"]["input_embedding"]
+        params["embedder"]["input_embedding"] = cut(emb, lambda a: a[: config.vocab_size], te)
+    if mesh is None:
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(config.param_dtype)), params)
     _check_shapes(params, config)
     return params
 

@@ -71,9 +71,10 @@ def _model_config(config, vocab_size: int) -> gemma2.Gemma2Config:
     return ctor(**overrides)
 
 
-def _initial_params(config, model_config):
+def _initial_params(config, model_config, mesh=None):
     """Parameters from ``config.model.checkpoint`` (``{"format": "hf"|"flax"|"orbax", "path"}``),
-    or None for a random initialisation."""
+    or None for a random initialisation; with ``mesh``, loaded born sharded onto it (each device
+    reads its own shards, see ``checkpoints.load_hf_gemma2`` / ``load_flax_gemma2``)."""
     ckpt = config.model.get("checkpoint", None)
     if not ckpt or not ckpt.get("path"):
         return None
@@ -83,11 +84,19 @@ def _initial_params(config, model_config):
     if not os.path.exists(path):
         raise FileNotFoundError(f"model checkpoint {path!r} (config.model.checkpoint) not found.")
     if fmt == "hf":
-        return checkpoints.load_hf_gemma2(path, **_to_dict(config.model.get("overrides")))[1]
+        overrides = _to_dict(config.model.get("overrides"))
+        return checkpoints.load_hf_gemma2(path, mesh=mesh, **overrides)[1]
     if fmt == "flax":
-        return checkpoints.load_flax_gemma2(path, model_config)
+        return checkpoints.load_flax_gemma2(path, model_config, mesh=mesh)
     if fmt == "orbax":
-        return checkpoints.restore_params(path)
+        if mesh is None:
+            return checkpoints.restore_params(path)
+        target = jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+            jax.eval_shape(functools.partial(gemma2.init_params, model_config), jax.random.key(0)),
+            S.param_shardings(model_config, mesh),
+        )
+        return checkpoints.restore_params(path, target)
     raise ValueError(f"unknown checkpoint format {fmt!r}; use 'hf', 'flax' or 'orbax'.")
 
 
@@ -228,7 +237,7 @@ class _Run:
             self.tx,
             self.mesh,
             self.config.seed,
-            params=_initial_params(self.config, self.model_config),
+            params=_initial_params(self.config, self.model_config, self.mesh),
             with_ref=self.loss_config.kl_coef > 0,
         )
 
@@ -418,7 +427,7 @@ def warm_start(config: ml_collections.ConfigDict, path: str) -> float:
         run.tx,
         run.mesh,
         config.seed,
-        params=_initial_params(config, run.model_config),
+        params=_initial_params(config, run.model_config, run.mesh),
     )
     params, loss = _sft(run, state.params)
     checkpoints.save_params(path, jax.device_get(params))

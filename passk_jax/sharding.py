@@ -27,6 +27,7 @@ __all__ = [
     "logical_to_sharding",
     "make_mesh",
     "maybe_initialize_distributed",
+    "param_shardings",
     "replicated",
     "shard_host_array",
 ]
@@ -145,6 +146,19 @@ def tree_shardings(shapes: Any, logical_axes: Any, mesh: Mesh, rules=None) -> An
         shapes,
         is_leaf=is_axes,
     )
+
+
+def param_shardings(model_config: Any, mesh: Mesh, rules: Mapping[str, Any] | None = None) -> Any:
+    """The ``NamedSharding`` of every Gemma-2 parameter of ``model_config`` on ``mesh`` (by the
+    parameters' logical axes and ``rules``): what the train state, the loaders and the planner use."""
+    import functools
+
+    from passk_jax.models import gemma2
+
+    abstract = jax.eval_shape(
+        functools.partial(gemma2.init_params, model_config), jax.random.key(0)
+    )
+    return tree_shardings(abstract, gemma2.param_logical_axes(model_config), mesh, rules)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

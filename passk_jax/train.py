@@ -160,7 +160,7 @@ def state_shardings(
     abstract = jax.eval_shape(
         functools.partial(gemma2.init_params, model_config), jax.random.key(0)
     )
-    param_sh = S.tree_shardings(abstract, gemma2.param_logical_axes(model_config), mesh, rules)
+    param_sh = S.param_shardings(model_config, mesh, rules)
     opt_abstract = jax.eval_shape(tx.init, abstract)
     rep = S.replicated(mesh)
     opt_sh = optax.tree_map_params(

@@ -313,3 +313,144 @@ def test_workdir_lock_refuses_live_owner_and_replaces_stale(tmp_path):
     (tmp_path / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
     with pytest.raises(ck.WorkdirLocked, match="cannot be checked"):
         ck.WorkdirLock(str(tmp_path)).acquire()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading born sharded on 8 (fake CPU) devices.
+
+
+def _mesh8():
+    from passk_jax import sharding as S
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    return S.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}, jax.devices()[:8])
+
+
+def _sharded_config():
+    # Every sharded dimension divisible by its mesh axes (fsdp = 4 on embed, tensor = 2 on heads /
+    # kv heads / mlp / vocab), so the rules shard every matrix.
+    return testing.tiny_config(num_heads=4, num_kv_heads=2, hidden_dim=128, vocab_size=64)
+
+
+def _assert_born_sharded(params, config, mesh, reads):
+    """Every parameter has its mesh sharding; no device shard of a sharded parameter is whole, and
+    no host read feeding a sharded parameter was of the whole tensor."""
+    from passk_jax import sharding as S
+
+    want = S.param_shardings(config, mesh)
+    n_sharded = 0
+    for (path, x), sh in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(want), strict=True
+    ):
+        assert x.sharding.is_equivalent_to(sh, x.ndim), jax.tree_util.keystr(path)
+        full = tuple(x.shape)
+        shard_shape = sh.shard_shape(full)
+        if shard_shape != full:
+            n_sharded += 1
+            assert all(s.data.shape == shard_shape for s in x.addressable_shards)
+            if reads is not None:
+                seen = reads[id_of(path)]
+                assert seen and all(r != full for r in seen), (jax.tree_util.keystr(path), seen)
+    assert n_sharded >= 3 * config.num_layers  # the matrices really are sharded
+
+
+def id_of(path):
+    return jax.tree_util.keystr(path)
+
+
+def test_hf_checkpoint_loads_born_sharded(tmp_path, monkeypatch):
+    from passk_jax import export
+
+    mesh = _mesh8()
+    c = _sharded_config()
+    params = testing.random_params(c, seed=3)
+    for dtype in ("float32", "bfloat16"):
+        out = export.export_hf(params, c, str(tmp_path / dtype), dtype=dtype)
+        # Record the shape of every host read, per parameter, while loading onto the mesh.
+        reads: dict[str, list[tuple[int, ...]]] = {}
+        lazy_paths: dict[int, str] = {}
+        orig_tree, orig_read = ck._hf_lazy_tree, ck._Lazy.read
+
+        def tree_spy(by_suffix, config):
+            tree = orig_tree(by_suffix, config)
+            for path, lz in jax.tree_util.tree_flatten_with_path(
+                tree, is_leaf=lambda x: isinstance(x, ck._Lazy)
+            )[0]:
+                lazy_paths[id(lz)] = id_of(path)
+            return tree
+
+        def read_spy(self, index=None):
+            arr = orig_read(self, index)
+            reads.setdefault(lazy_paths[id(self)], []).append(tuple(arr.shape))
+            return arr
+
+        monkeypatch.setattr(ck, "_hf_lazy_tree", tree_spy)
+        monkeypatch.setattr(ck._Lazy, "read", read_spy)
+        config, loaded = ck.load_hf_gemma2(out, mesh=mesh, param_dtype="float32")
+        monkeypatch.undo()
+        _assert_born_sharded(loaded, config, mesh, reads)
+        # Same values as the unsharded load (and, in float32, as the exported parameters).
+        _, plain = ck.load_hf_gemma2(out, param_dtype="float32")
+        _assert_trees_equal(loaded, plain)
+        if dtype == "float32":
+            _assert_trees_equal(loaded, params)
+
+
+def test_flax_checkpoint_loads_born_sharded(tmp_path, monkeypatch):
+    mesh = _mesh8()
+    c = _sharded_config()
+    params = testing.random_params(c, seed=4)
+    path = str(tmp_path / "release")
+    ck.save_flax_gemma2_layout(path, params)
+    restored = []
+    orig = ocp.PyTreeCheckpointer.restore
+
+    def spy(self, *a, **kw):
+        out = orig(self, *a, **kw)
+        restored.append(out)
+        return out
+
+    monkeypatch.setattr(ocp.PyTreeCheckpointer, "restore", spy)
+    loaded = ck.load_flax_gemma2(path, c, mesh=mesh)
+    # What orbax handed back was already sharded: no whole copy of a sharded matrix on a device.
+    for x in jax.tree.leaves(restored[0]):
+        if x.ndim >= 2:
+            assert len(x.sharding.device_set) == 8
+            assert all(s.data.size < x.size for s in x.addressable_shards)
+    _assert_born_sharded(loaded, c, mesh, None)
+    _assert_trees_equal(loaded, params)
+
+
+def test_flax_padded_vocab_and_qkv_load_born_sharded(tmp_path):
+    mesh = _mesh8()
+    mha = testing.tiny_config(num_heads=4, num_kv_heads=4, hidden_dim=128, vocab_size=64)
+    p = testing.random_params(mha, seed=6)
+    flat = {
+        "transformer/embedder": {
+            "input_embedding": np.concatenate(
+                [
+                    np.asarray(p["embedder"]["input_embedding"]),
+                    np.ones((8, mha.embed_dim), np.float32),
+                ]
+            )
+        },
+        "transformer/final_norm": {"scale": np.asarray(p["final_norm"]["scale"])},
+    }
+    for i in range(mha.num_layers):
+        layer, pre = p[f"layer_{i}"], f"transformer/layer_{i}"
+        attn = layer["attn"]
+        flat[f"{pre}/attn/qkv_einsum"] = {
+            "w": np.concatenate(
+                [np.asarray(attn["q_einsum"]["w"])[None], np.asarray(attn["kv_einsum"]["w"])]
+            )
+        }
+        flat[f"{pre}/attn/attn_vec_einsum"] = {"w": np.asarray(attn["attn_vec_einsum"]["w"])}
+        flat[f"{pre}/mlp"] = {k: np.asarray(v) for k, v in layer["mlp"].items()}
+        for norm in ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm"):
+            flat[f"{pre}/{norm}"] = {"scale": np.asarray(layer[norm]["scale"])}
+    path = str(tmp_path / "mha")
+    ocp.PyTreeCheckpointer().save(path, flat)
+    loaded = ck.load_flax_gemma2(path, mha, mesh=mesh)
+    _assert_born_sharded(loaded, mha, mesh, None)
+    _assert_trees_equal(loaded, p)
