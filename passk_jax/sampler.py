@@ -56,7 +56,10 @@ __all__ = [
     "Sampling",
     "gumbel_noise",
     "make_strategy",
+    "ROLLOUT_LAYOUTS",
     "recompute_logprobs",
+    "reshard_for_rollout",
+    "rollout_shardings",
     "sample",
     "sample_reprefill",
 ]
@@ -464,6 +467,40 @@ def _run(
         logprobs=state.logprobs.reshape(shape),
         mask=state.mask.reshape(shape),
     )
+
+
+# Parameter layouts for rollout (``reshard_for_rollout``): "training" keeps the train state's (FSDP)
+# shardings, "replicated" puts a whole copy on every device, "tensor" shards the heads / MLP /
+# vocabulary axes over every device of the mesh and keeps the embedding axis whole (no FSDP).
+ROLLOUT_LAYOUTS = ("training", "replicated", "tensor")
+
+
+def rollout_shardings(config: Gemma2Config, mesh: Any, layout: str = "replicated") -> Any:
+    """The parameter shardings of a rollout ``layout`` (one of ``ROLLOUT_LAYOUTS``) on ``mesh``."""
+    from passk_jax import sharding as S
+
+    if layout == "training":
+        return S.param_shardings(config, mesh)
+    if layout == "replicated":
+        rep = S.replicated(mesh)
+        return jax.tree.map(lambda _: rep, S.param_shardings(config, mesh))
+    if layout == "tensor":
+        every = tuple(a for a in mesh.axis_names if mesh.shape[a] > 1) or None
+        rules = {**S.DEFAULT_RULES, "embed": None}
+        rules.update({a: every for a in ("heads", "kv_heads", "mlp", "vocab")})
+        return S.param_shardings(config, mesh, rules)
+    raise ValueError(f"unknown rollout layout {layout!r}; choose one of {ROLLOUT_LAYOUTS}")
+
+
+def reshard_for_rollout(
+    params: Params, config: Gemma2Config, mesh: Any, layout: str = "replicated"
+) -> Params:
+    """``params`` moved to a rollout layout (one jitted identity with the layout's out-shardings;
+    the training copy is untouched). Decoding with FSDP-sharded parameters gathers every weight on
+    every generated token; resharding once per RL step pays that transfer once instead
+    (``benchmarks/rollout_layout.py`` measures both)."""
+    shardings = rollout_shardings(config, mesh, layout)
+    return jax.jit(lambda p: p, out_shardings=shardings)(params)
 
 
 def sample(

@@ -251,3 +251,39 @@ def test_invalid_inputs(tiny):
             eos_id=EOS,
             pad_id=PAD,
         )
+
+
+@pytest.mark.parametrize("layout", ["training", "replicated", "tensor"])
+def test_samples_identical_under_the_training_mesh(prompts, layout):
+    """Parameters in the train state's FSDP x tensor layout on 8 devices (and resharded to each
+    rollout layout), prompts sharded over the batch axes: the same samples as on one device."""
+    from passk_jax import sharding as S
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices")
+    c = testing.tiny_config(num_heads=4, num_kv_heads=2, hidden_dim=128)
+    params = testing.random_params(c, seed=7)
+    toks, mask = testing.random_prompts(4, min_len=2, max_len=10, vocab_size=64, seed=5)
+    kw = dict(num_samples=G, max_new_tokens=T, rng=jax.random.key(3), eos_id=-1, pad_id=PAD)
+    one = jax.devices()[:1]
+    ref = sampler.sample(jax.device_put(params, one[0]), c, toks, mask, **kw)
+    mesh = S.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}, jax.devices()[:8])
+    train_params = jax.device_put(params, S.param_shardings(c, mesh))
+    assert any(
+        len(x.sharding.device_set) == 8 and x.addressable_shards[0].data.size < x.size
+        for x in jax.tree.leaves(train_params)
+    )
+    rollout = sampler.reshard_for_rollout(train_params, c, mesh, layout)
+    for x, sh in zip(
+        jax.tree.leaves(rollout), jax.tree.leaves(sampler.rollout_shardings(c, mesh, layout))
+    ):
+        assert x.sharding.is_equivalent_to(sh, x.ndim)
+    st = S.batch_sharding(mesh, 2)
+    out = sampler.sample(
+        rollout, c, S.shard_host_array(toks, st), S.shard_host_array(mask, st), **kw
+    )
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
+    np.testing.assert_array_equal(np.asarray(out.mask), np.asarray(ref.mask))
+    np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(ref.logprobs), atol=1e-5)
+    with pytest.raises(ValueError, match="rollout layout"):
+        sampler.rollout_shardings(c, mesh, "fsdp-please")
