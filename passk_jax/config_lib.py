@@ -36,6 +36,7 @@ RL_ARGS: dict[str, str] = {
     "ent": "entropy bonus coefficient (default 0)",
     "micro": "gradient-accumulation micro-batches",
     "decode_phases": "sampler decode loops (default 4; 1 with quick)",
+    "rollout": "sampler parameter layout: training (default), replicated or tensor",
     "mesh": "DATAxFSDPxTENSOR device mesh, -1 = the remaining devices (default 1x-1x1)",
     "reward": "module:attr, a callable (prompt, completion) -> float that replaces the task's reward",
     "reward_binary": "the plug-in reward is 0/1 (pass@k methods allowed; default: continuous)",
@@ -123,6 +124,10 @@ def rl_sections(
             # Sampler decode loops, each with a cache just long enough (see sampler.sample);
             # 1 compiles a single loop body: quick mode, or wherever compile time dominates.
             "decode_phases": int(opts.get("decode_phases", 1 if opts.get("quick") else 4)),
+            # Parameter layout the sampler decodes with (sampler.ROLLOUT_LAYOUTS): "training" uses
+            # the train state's FSDP shardings (weights gathered on every generated token);
+            # "replicated" / "tensor" reshard once per RL step (benchmarks/rollout_layout.py).
+            "rollout_layout": opts.get("rollout", "training"),
             # Block after each learner step so that time/learn_s is measured (benchmarks only:
             # it stops the host from preparing step t + 1 while step t runs).
             "sync_timing": False,

@@ -257,6 +257,9 @@ class _Run:
     def sample_rollout(self, params, prompts, num_samples: int, key) -> R.Rollout:
         """Samples ``num_samples`` completions per prompt; the rollout stays on device."""
         toks, mask = _encode_prompts(self.tok, prompts, self.max_prompt_len, self.chat_template)
+        layout = self.config.rl.get("rollout_layout", "training")
+        if layout != "training":  # reshard once per RL step instead of gathering per token
+            params = SMP.reshard_for_rollout(params, self.model_config, self.mesh, layout)
         out = self.sample(
             params, prompt_tokens=toks, prompt_mask=mask, num_samples=num_samples, rng=key
         )

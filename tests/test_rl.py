@@ -634,3 +634,38 @@ def test_zero_update_alarm_stops_the_run_by_config(tmp_path):
     assert records[-1]["health/zero_updates"] == 1.0 and "health/zero_updates" not in records[-2]
     assert records[-1]["train/weight_abs_max"] == 0.0 and records[-1]["train/grad_norm"] == 0.0
     assert not (tmp_path / "run.lock").exists()  # released on the error path
+
+
+def test_rollout_layout_reshards_and_keeps_the_samples(tmp_path):
+    """``rl.rollout_layout``: the run's sampler decodes with parameters resharded to the layout
+    (checked by a spy), and draws the same completions as with the training layout."""
+    import jax
+    import numpy as np
+
+    from passk_jax import rl
+    from passk_jax import sampler as SMP
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices")
+    outs, seen = {}, []
+    orig = SMP.reshard_for_rollout
+
+    def spy(params, config, mesh, layout):
+        out = orig(params, config, mesh, layout)
+        seen.append(layout)
+        return out
+
+    for layout in ("training", "replicated"):
+        config = _quick_config("quick,mesh=1x4x2,rollout=" + layout)
+        assert config.rl.rollout_layout == layout
+        run = rl.build(config, str(tmp_path / layout))
+        state, _ = run.init_state()
+        prompts = run.train_prompts[:2]
+        SMP.reshard_for_rollout = spy
+        try:
+            ro = run.sample_rollout(state.params, prompts, 4, jax.random.key(0))
+        finally:
+            SMP.reshard_for_rollout = orig
+        outs[layout] = np.asarray(ro.tokens)
+    assert seen == ["replicated"]
+    np.testing.assert_array_equal(outs["training"], outs["replicated"])

@@ -61,6 +61,7 @@ BAD = [
     ("micro-batches", lambda c: _set(c, "loss.num_microbatches", 5), "loss.num_microbatches"),
     ("eval.ks > n", lambda c: _set(c, "eval.ks", [16]), "eval.ks"),
     ("bool steps", lambda c: _set(c, "rl.steps", True), "rl.steps"),
+    ("rollout layout", lambda c: _set(c, "rl.rollout_layout", "fsdp"), "rl.rollout_layout"),
 ]  # fmt: skip
 
 
