@@ -186,7 +186,9 @@ def validate(config: Any, task: Any = None) -> None:
     n = c.int_at_least("rl.num_samples", 1)
     c.int_at_least("rl.max_new_tokens", 1)
     c.int_at_least("rl.decode_phases", 1, optional=True)
-    c.one_of("rl.rollout_layout", {"training", "replicated", "tensor"}, optional=True, default="training")
+    c.one_of(
+        "rl.rollout_layout", {"training", "replicated", "tensor"}, optional=True, default="training"
+    )
     temperature = c.positive_float("rl.temperature", optional=True)
     top_k = c.get("rl.top_k", None)
     if top_k is not None and (not _is_int(top_k) or top_k < 1):

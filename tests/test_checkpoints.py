@@ -365,26 +365,28 @@ def test_hf_checkpoint_loads_born_sharded(tmp_path, monkeypatch):
     mesh = _mesh8()
     c = _sharded_config()
     params = testing.random_params(c, seed=3)
+    # Record the shape of every host read, per parameter, while loading onto the mesh.
+    reads: dict[str, list[tuple[int, ...]]] = {}
+    lazy_paths: dict[int, str] = {}
+    orig_tree, orig_read = ck._hf_lazy_tree, ck._Lazy.read
+
+    def tree_spy(by_suffix, config):
+        tree = orig_tree(by_suffix, config)
+        for path, lz in jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda x: isinstance(x, ck._Lazy)
+        )[0]:
+            lazy_paths[id(lz)] = id_of(path)
+        return tree
+
+    def read_spy(self, index=None):
+        arr = orig_read(self, index)
+        reads.setdefault(lazy_paths[id(self)], []).append(tuple(arr.shape))
+        return arr
+
     for dtype in ("float32", "bfloat16"):
         out = export.export_hf(params, c, str(tmp_path / dtype), dtype=dtype)
-        # Record the shape of every host read, per parameter, while loading onto the mesh.
-        reads: dict[str, list[tuple[int, ...]]] = {}
-        lazy_paths: dict[int, str] = {}
-        orig_tree, orig_read = ck._hf_lazy_tree, ck._Lazy.read
-
-        def tree_spy(by_suffix, config):
-            tree = orig_tree(by_suffix, config)
-            for path, lz in jax.tree_util.tree_flatten_with_path(
-                tree, is_leaf=lambda x: isinstance(x, ck._Lazy)
-            )[0]:
-                lazy_paths[id(lz)] = id_of(path)
-            return tree
-
-        def read_spy(self, index=None):
-            arr = orig_read(self, index)
-            reads.setdefault(lazy_paths[id(self)], []).append(tuple(arr.shape))
-            return arr
-
+        reads.clear()
+        lazy_paths.clear()
         monkeypatch.setattr(ck, "_hf_lazy_tree", tree_spy)
         monkeypatch.setattr(ck._Lazy, "read", read_spy)
         config, loaded = ck.load_hf_gemma2(out, mesh=mesh, param_dtype="float32")

@@ -315,3 +315,34 @@ def test_grow_cache_keeps_slots_and_refuses_to_shrink(tiny):
         assert not bool(grown[name]["k"][..., 5:].any())
     with pytest.raises(ValueError, match="shrink"):
         g.grow_cache(cache, 4)
+
+
+def test_rope_and_stacked_matmul_match_their_reference_forms():
+    """RoPE over the [2, H/2] view equals the split / concatenate form exactly (values and
+    gradients); the stacked-weight ``_matmul_wt`` (one dot for gate and up) equals two einsums."""
+    from passk_jax.models.gemma2 import _apply_rope, _matmul_wt
+
+    k = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(k[0], (2, 5, 3, 8))
+    c = g.Gemma2Config.tiny(head_dim=8)
+    sin, cos = g.rope_sincos(jnp.arange(10).reshape(2, 5), c)
+
+    def ref(x):
+        x1, x2 = jnp.split(x, 2, axis=-1)
+        s, co = sin[:, :, None], cos[:, :, None]
+        return jnp.concatenate([x1 * co - x2 * s, x2 * co + x1 * s], axis=-1)
+
+    np.testing.assert_array_equal(_apply_rope(x, sin, cos), ref(x))
+    gr = jax.grad(lambda x: jnp.sum(jnp.cos(_apply_rope(x, sin, cos))))(x)
+    np.testing.assert_allclose(gr, jax.grad(lambda x: jnp.sum(jnp.cos(ref(x))))(x), atol=1e-6)
+
+    xs = jax.random.normal(k[1], (3, 4, 8))
+    w = jax.random.normal(k[2], (2, 6, 8))
+    ct = jax.random.normal(k[3], (3, 4, 2, 6))
+    f = lambda x, w: jnp.sum(jnp.sin(_matmul_wt(x, w, jnp.float32)) * ct)
+    r = lambda x, w: jnp.sum(
+        jnp.sin(jnp.stack([jnp.einsum("btd,fd->btf", x, w[i]) for i in range(2)], -2)) * ct
+    )
+    np.testing.assert_allclose(f(xs, w), r(xs, w), rtol=1e-5)
+    for a, b in zip(jax.grad(f, (0, 1))(xs, w), jax.grad(r, (0, 1))(xs, w), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
