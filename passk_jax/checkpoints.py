@@ -276,8 +276,8 @@ def load_hf_gemma2(
     Flax layout. With ``mesh``, parameters are born sharded: every device's shard is read from its
     own slice of the mapped file and placed directly (``jax.make_array_from_callback`` into
     ``sharding.param_shardings(config, mesh, rules)``), so no device ever holds a whole tensor that
-    the rules shard, and a process reads only the bytes of the shards its devices hold (replicated
-    parameters are read whole).
+    the rules shard, and a process reads from the mapped files only the slices its devices' shards
+    need (replicated parameters are read whole; single-process runs are what the tests cover).
 
     Args:
       path: directory written by ``Gemma2ForCausalLM.save_pretrained`` (or a hub snapshot); a

@@ -51,36 +51,42 @@ def test_flax_release_layout_loads_with_orbax(tmp_path, tiny):
     np.testing.assert_allclose(g.forward(loaded, tokens, c), g.forward(params, tokens, c))
 
 
-def test_flax_loader_padded_vocab_and_qkv_einsum(tmp_path, tiny):
-    c, params = tiny
-    # Release-style quirks: a padded vocabulary and a fused qkv_einsum for multi-head attention.
-    mha = testing.tiny_config(num_kv_heads=c.num_heads)
-    p = testing.random_params(mha, seed=5)
+def _save_release_mha(path, p, config, pad_rows, pad_value):
+    """Writes ``p`` in the release's multi-head layout: a padded vocabulary (``pad_rows`` extra rows
+    of ``pad_value``) and a fused ``qkv_einsum [3, N, D, H]`` per layer."""
     flat = {
         "transformer/embedder": {
             "input_embedding": np.concatenate(
                 [
                     np.asarray(p["embedder"]["input_embedding"]),
-                    np.zeros((8, c.embed_dim), np.float32),
+                    np.full((pad_rows, config.embed_dim), pad_value, np.float32),
                 ]
             )
         },
         "transformer/final_norm": {"scale": np.asarray(p["final_norm"]["scale"])},
     }
-    for i in range(mha.num_layers):
-        layer = p[f"layer_{i}"]
-        pre = f"transformer/layer_{i}"
+    for i in range(config.num_layers):
+        layer, pre = p[f"layer_{i}"], f"transformer/layer_{i}"
         attn = layer["attn"]
-        qkv = np.concatenate(
-            [np.asarray(attn["q_einsum"]["w"])[None], np.asarray(attn["kv_einsum"]["w"])]
-        )
-        flat[f"{pre}/attn/qkv_einsum"] = {"w": qkv}
+        flat[f"{pre}/attn/qkv_einsum"] = {
+            "w": np.concatenate(
+                [np.asarray(attn["q_einsum"]["w"])[None], np.asarray(attn["kv_einsum"]["w"])]
+            )
+        }
         flat[f"{pre}/attn/attn_vec_einsum"] = {"w": np.asarray(attn["attn_vec_einsum"]["w"])}
         flat[f"{pre}/mlp"] = {k: np.asarray(v) for k, v in layer["mlp"].items()}
         for norm in ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm"):
             flat[f"{pre}/{norm}"] = {"scale": np.asarray(layer[norm]["scale"])}
-    path = str(tmp_path / "mha")
     ocp.PyTreeCheckpointer().save(path, flat)
+
+
+def test_flax_loader_padded_vocab_and_qkv_einsum(tmp_path, tiny):
+    c, params = tiny
+    # Release-style quirks: a padded vocabulary and a fused qkv_einsum for multi-head attention.
+    mha = testing.tiny_config(num_kv_heads=c.num_heads)
+    p = testing.random_params(mha, seed=5)
+    path = str(tmp_path / "mha")
+    _save_release_mha(path, p, mha, 8, 0.0)
     _assert_trees_equal(ck.load_flax_gemma2(path, mha), p)
     with pytest.raises(ValueError):
         ck.load_flax_gemma2(path, testing.tiny_config(num_kv_heads=c.num_heads, hidden_dim=96))
@@ -428,31 +434,8 @@ def test_flax_padded_vocab_and_qkv_load_born_sharded(tmp_path):
     mesh = _mesh8()
     mha = testing.tiny_config(num_heads=4, num_kv_heads=4, hidden_dim=128, vocab_size=64)
     p = testing.random_params(mha, seed=6)
-    flat = {
-        "transformer/embedder": {
-            "input_embedding": np.concatenate(
-                [
-                    np.asarray(p["embedder"]["input_embedding"]),
-                    np.ones((8, mha.embed_dim), np.float32),
-                ]
-            )
-        },
-        "transformer/final_norm": {"scale": np.asarray(p["final_norm"]["scale"])},
-    }
-    for i in range(mha.num_layers):
-        layer, pre = p[f"layer_{i}"], f"transformer/layer_{i}"
-        attn = layer["attn"]
-        flat[f"{pre}/attn/qkv_einsum"] = {
-            "w": np.concatenate(
-                [np.asarray(attn["q_einsum"]["w"])[None], np.asarray(attn["kv_einsum"]["w"])]
-            )
-        }
-        flat[f"{pre}/attn/attn_vec_einsum"] = {"w": np.asarray(attn["attn_vec_einsum"]["w"])}
-        flat[f"{pre}/mlp"] = {k: np.asarray(v) for k, v in layer["mlp"].items()}
-        for norm in ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm"):
-            flat[f"{pre}/{norm}"] = {"scale": np.asarray(layer[norm]["scale"])}
     path = str(tmp_path / "mha")
-    ocp.PyTreeCheckpointer().save(path, flat)
+    _save_release_mha(path, p, mha, 8, 1.0)
     loaded = ck.load_flax_gemma2(path, mha, mesh=mesh)
     _assert_born_sharded(loaded, mha, mesh, None)
     _assert_trees_equal(loaded, p)
