@@ -1,5 +1,6 @@
 """Paired intervals, equivalence and bootstrap: against SciPy, and by coverage simulation."""
 
+import os
 import numpy as np
 import pytest
 from scipy import stats as st
@@ -126,3 +127,46 @@ def test_maze_study_claims_are_paired_verdicts():
     anneal = next(x for x in lines if "keeps pass@1" in x)
     assert "**holds**" in anneal  # identical per-seed pass@1: equivalent within 3 points
     assert any("hard split, k_opt=4" in x and "fewer than 2 paired seeds" in x for x in lines)
+
+
+def test_claims_study_verdicts_come_from_the_runs_it_finds(tmp_path):
+    """experiments/claims.py reads finished run directories, pairs them by (warm start, seed) and
+    writes each claim's verdict from the paired differences; a claim without two finished pairs
+    is left out rather than called."""
+    import json
+    import types
+
+    from experiments import claims as C
+
+    args = types.SimpleNamespace(
+        warm=2, seeds=4, out=str(tmp_path / "runs"), quick=False, margin=3.0, steps=5, sft_steps=1
+    )
+    rng = np.random.default_rng(0)
+    pair_effect = rng.normal(0, 0.1, (2, 4))  # shared by every method of a (warm, seed) pair
+    gains = {"pkpo k4": 0.05, "pkpo k1": 0.0, "pkpo anneal 8->1": 0.001}
+    for name, gain in gains.items():
+        for w in range(2):
+            for s in range(4):
+                d = C.run_dir(args, name, w, s)
+                os.makedirs(d)
+                base = 0.4 + pair_effect[w, s] + gain
+                fin = {f"eval/pass@{k}": base for k in (1, 2, 4, 8, 16)}
+                fin["train/cum_solve_rate"] = base
+                with open(os.path.join(d, "final_metrics.json"), "w") as f:
+                    json.dump(fin, f)
+                with open(os.path.join(d, "run_config.json"), "w") as f:
+                    f.write("{}")
+                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                    for t in range(5):
+                        rec = {"step": t + 1, "train/reward_mean": base, "train/entropy": 1.0}
+                        f.write(json.dumps({**rec, "train/neg_distinct": 3.0 + gain}) + "\n")
+    md = str(tmp_path / "claims.md")
+    text = C.write_results(args, md)
+    rows = {v["claim"]: v for v in json.load(open(md[:-3] + ".json"))["verdicts"]}
+    r = rows["k_opt = 4 raises pass@4 over k_opt = 1"]
+    assert r["verdict"] == "holds" and r["pairs"] == 8 and abs(r["mean"] - 0.05) < 1e-9
+    assert rows["k_opt = k_eval is best: k_opt 1 beats 4 on pass@1"]["verdict"] == "does not hold"
+    assert rows["annealing 8 -> 1 keeps pass@1 (vs k_opt = 1)"]["verdict"] == "holds"  # 0.1 < 3
+    assert not any("Pass@k training" in c for c in rows)  # those methods have no runs here
+    assert "**holds**" in text and "Tally: " in text
+    assert os.path.exists(tmp_path / "claims" / "verdicts.png")

@@ -14,6 +14,7 @@ from passk_jax.tasks.maze import (
     generate_maze,
     maze_stats,
     score_maze,
+    score_maze_graded,
     shortest_path,
 )
 
@@ -107,6 +108,27 @@ def test_verifier_known_good_and_bad():
     # Walking through E and back still ends on E: only the final cell counts.
     assert score_maze(GRID, "RDDRUDUD") == 0.0  # (1,2) is a wall
     assert score_maze(GRID, "RDDRLR") == 1.0
+
+
+def test_graded_reward_is_a_solve_only_at_one_and_never_pays_for_breaking_rules():
+    # d_start = 4; partial credit 0.5 * (1 - d_end / d_start).
+    for g in ["RDDR", "DRDR", "RDDRLR", "<answer>RDDR</answer>"]:
+        assert score_maze_graded(GRID, g) == 1.0 == score_maze(GRID, g), g
+    assert score_maze_graded(GRID, "R") == pytest.approx(0.125)  # (0,1): d = 3
+    assert score_maze_graded(GRID, "RD") == pytest.approx(0.25)  # (1,1): d = 2
+    assert score_maze_graded(GRID, "RDD") == pytest.approx(0.375)  # (2,1): d = 1
+    # Nothing solved, no progress, or a rule broken anywhere on the walk: 0.
+    for b in ["", "ready no moves", "RL", "RR", "L", "DD", "RDDRR", "RDDRU", "RDRR"]:
+        want = 0.25 if b == "ready no moves" else 0.0  # raw text: r, d -> (1,1)
+        assert score_maze_graded(GRID, b) == want, b
+    assert score_maze_graded("no start", "R") == 0.0 and score_maze_graded(GRID, None) == 0.0
+    # Any non-solve stays strictly below the pass threshold, on fuzzed completions too.
+    task = small_task(graded=True)
+    assert not task.binary and small_task().binary
+    p = task.prompts("eval", 1)[0]
+    for c in fuzz_completions(0, 200) + [p.target, p.target[:-1], ""]:
+        r = task.score(p, c)
+        assert 0.0 <= r <= 1.0 and (r >= 1.0) == (score_maze(p.meta["grid"], c) == 1.0), c
 
 
 def test_verifier_extraction_rules():

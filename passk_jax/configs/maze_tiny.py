@@ -13,7 +13,7 @@ Command::
 The argument is a comma-separated list of overrides:
 ``quick``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at 60% of the RL steps), ``adv=NAME``
 (any key of ``passk_jax.advantages.ADVANTAGES``; default ``pkpo_sloo_minus_one``), ``seed=N``,
-``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes),
+``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes), ``graded`` (continuous reward),
 ``mesh=DxFxT`` (data x fsdp x tensor mesh sizes, e.g. ``mesh=2x2x2``; default all devices on fsdp),
 and the plug-ins shared by every config (``reward=module:attr``, ``task=module:attr``, ``chat=gemma``);
 ``passk-train --config maze_tiny --help`` lists them all.
@@ -30,6 +30,8 @@ from passk_jax import config_lib
 ARGS = {
     **config_lib.RL_ARGS,
     "hard": "also evaluate on the larger held-out 'hard' mazes (7x7)",
+    "graded": "continuous maze reward (1 for a solve, up to 0.5 for progress towards E; "
+    "tasks.maze.score_maze_graded): maxg@k is logged and only continuous-reward weightings apply",
 }
 
 
@@ -49,6 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                 "num_eval": 32 if quick else 128,
                 "num_hard": 32 if quick else 128,
                 "loop_fraction": 0.5,
+                "graded": bool(opts.get("graded")),
             },
         }
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "generate_maze",
     "maze_stats",
     "score_maze",
+    "score_maze_graded",
     "shortest_path",
 ]
 
@@ -103,6 +105,51 @@ def score_maze(grid: str, completion: str) -> float:
         if r < 0 or r >= num_rows or c < 0 or c >= len(rows[r]) or rows[r][c] == WALL:
             return 0.0
     return 1.0 if rows[r][c] == END else 0.0
+
+
+def score_maze_graded(grid: str, completion: str) -> float:
+    """A continuous maze reward in ``[0, 1]``: 1.0 for a solve, else partial credit for progress.
+
+    The walk is read and checked exactly as in :func:`score_maze`: a step off the grid or into a wall
+    scores 0.0, so partial credit never rewards breaking the rules. A legal walk that ends on ``E``
+    scores 1.0 (so ``reward >= 1`` is exactly a :func:`score_maze` pass); one that ends elsewhere
+    scores ``0.5 * max(0, 1 - d_end / d_start)``, with ``d`` the BFS distance to ``E``: at most
+    0.5, and 0.0 for an empty answer or a walk that ends no closer to ``E`` than ``S`` is.
+
+    Never raises; a grid without ``S`` or ``E`` scores 0.0.
+    """
+    if not isinstance(grid, str) or not isinstance(completion, str):
+        return 0.0
+    rows = grid.split("\n")
+    start, end = _find(rows, START), _find(rows, END)
+    if start is None or end is None:
+        return 0.0
+    try:
+        path = extract_answer(completion).upper()
+    except Exception:  # noqa: BLE001 -- defensive: extraction is total, but never raise
+        return 0.0
+    r, c = start
+    for ch in path:
+        step = MOVES.get(ch)
+        if step is None:
+            continue
+        r += step[0]
+        c += step[1]
+        if r < 0 or r >= len(rows) or c < 0 or c >= len(rows[r]) or rows[r][c] == WALL:
+            return 0.0
+    if (r, c) == end:
+        return 1.0
+    dist = _distances_to_end(grid)
+    d0, d1 = dist.get(start), dist.get((r, c))
+    if not d0 or d1 is None:
+        return 0.0
+    return 0.5 * max(0.0, 1.0 - d1 / d0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _distances_to_end(grid: str) -> dict[tuple[int, int], int]:
+    rows = grid.split("\n")
+    return bfs_distances(rows, _find(rows, END))
 
 
 def _find(rows: Sequence[str], ch: str) -> tuple[int, int] | None:
@@ -315,6 +362,8 @@ class MazeTask(TaskBase):
       loop_fraction: fraction of leftover passage walls knocked out (many valid paths when > 0).
       min_path_length: minimum S-E distance; ``None`` -> ``(rows + cols) // 2`` per size.
       prompt_style: ``"compact"`` or ``"instruct"``.
+      graded: score with :func:`score_maze_graded` (continuous rewards, ``binary`` False) instead
+        of the 0/1 :func:`score_maze`; a pass (reward >= 1) is the same solve under both.
     """
 
     sizes: Sequence[int | tuple[int, int]] = (5,)
@@ -326,9 +375,10 @@ class MazeTask(TaskBase):
     loop_fraction: float = 0.5
     min_path_length: int | None = None
     prompt_style: str = "compact"
+    graded: bool = False
     name: str = "maze"
 
-    binary = True
+    binary = True  # per instance: False when graded
     splits = ("train", "eval", "hard")
 
     def __post_init__(self) -> None:
@@ -345,6 +395,7 @@ class MazeTask(TaskBase):
         for attr in ("num_train", "num_eval", "num_hard"):
             if int(getattr(self, attr)) < 0:
                 raise ValueError(f"{attr} must be >= 0")
+        self.binary = not self.graded
         self._cache: dict[str, list[Prompt]] = {}
 
     @property
@@ -415,12 +466,12 @@ class MazeTask(TaskBase):
         return out
 
     def score(self, prompt: Prompt, completion: str) -> float:
-        """Chen et al.'s maze reward (0.0 or 1.0); never raises."""
+        """Chen et al.'s maze reward (0.0 or 1.0), or the graded one; never raises."""
         try:
             grid = prompt.meta["grid"]
         except Exception:  # noqa: BLE001
             return 0.0
-        return score_maze(grid, completion)
+        return (score_maze_graded if self.graded else score_maze)(grid, completion)
 
 
 def _as_size_list(sizes: Any) -> Iterable[Any]:
