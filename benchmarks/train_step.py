@@ -71,7 +71,7 @@ import numpy as np
 from passk_jax import advantages as A
 from passk_jax import estimators as E
 from passk_jax import flops as FL
-from passk_jax import sampler
+from passk_jax import hostmem, sampler
 from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax.checkpoints import load_hf_gemma2
@@ -88,6 +88,13 @@ ALLOCATORS = {
     "system": {},
     "hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     "tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+    # glibc kept from returning freed memory: no mmap'd chunks, one arena, no trimming.
+    "glibc_reuse": {
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:"
+        "glibc.malloc.trim_threshold=1099511627776"
+    },
+    # The same from inside the process: passk_jax.hostmem.keep_freed_memory() (what passk-train does).
+    "keep_freed": {hostmem.ENV: "1"},
 }
 
 
@@ -235,10 +242,12 @@ def _allocator_available(name: str) -> bool:
             ctypes.CDLL(ALLOCATORS[name]["LD_PRELOAD"])
         except OSError:
             return False
-    if name == "hugetlb":  # glibc >= 2.35 has the tunable
+    if name == "hugetlb" or name.startswith("glibc_"):  # glibc >= 2.35 has the tunables
         ver = platform.libc_ver()
         if ver[0] != "glibc" or tuple(int(x) for x in ver[1].split(".")[:2]) < (2, 35):
             return False
+    if name == "keep_freed" and platform.libc_ver()[0] != "glibc":
+        return False
     return True
 
 
@@ -340,6 +349,10 @@ def main() -> None:
                 argv.append(a)
         _compare_allocators(args, argv, out_path)
         return
+    if os.environ.get(hostmem.ENV) == "1":  # the `keep_freed` child; before JAX first runs
+        if not hostmem.keep_freed_memory():
+            raise SystemExit("passk_jax.hostmem.keep_freed_memory() was refused by the C library")
+        args.allocator_name = args.allocator_name or "passk_jax.hostmem.keep_freed_memory()"
     if args.allocator_name is None:
         args.allocator_name = (
             " ".join(

@@ -15,10 +15,15 @@ import json
 import os
 import time
 
-from absl import logging
+if __name__ == "__main__":  # before JAX is imported: see passk_jax.hostmem
+    from passk_jax import hostmem
 
-from passk_jax import config_lib, rl
-from passk_jax import metrics as M
+    hostmem.reexec_with_tunables()
+
+from absl import logging  # noqa: E402
+
+from passk_jax import config_lib, rl  # noqa: E402
+from passk_jax import metrics as M  # noqa: E402
 
 VARIANTS = (("k_opt=1", "k=1"), ("k_opt=4", "k=4"), ("k_opt=8->1", "anneal"))
 

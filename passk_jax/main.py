@@ -17,10 +17,15 @@ checkpoint writes are awaited. The end of a run prints the final pass@k table.
 import signal
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":  # before JAX is imported: see passk_jax.hostmem
+    from passk_jax import hostmem
 
-from passk_jax import checkpoints, config_lib, rl, validate_config
+    hostmem.reexec_with_tunables()
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from passk_jax import checkpoints, config_lib, rl, validate_config  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",

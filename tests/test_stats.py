@@ -1,6 +1,7 @@
 """Paired intervals, equivalence and bootstrap: against SciPy, and by coverage simulation."""
 
 import os
+
 import numpy as np
 import pytest
 from scipy import stats as st
