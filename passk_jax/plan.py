@@ -40,6 +40,7 @@ __all__ = [
     "main",
     "parse_oom",
     "plan_config",
+    "plan_sampler",
     "plan_train_step",
 ]
 
@@ -74,6 +75,7 @@ class PlanResult:
     # The compiler's own refusal (RESOURCE_EXHAUSTED) when the program cannot fit the target: then
     # temp_bytes / total_bytes are the temporaries it reported, and the other sizes are unknown (-1).
     compile_error: str | None = None
+    program: str = "train step"  # or "sampler prefill" / "sampler decode" (:func:`plan_sampler`)
 
     @property
     def fits(self) -> bool | None:
@@ -172,14 +174,20 @@ def plan_train_step(
         device_memory_bytes=memory,
         model_flops=model_flops,
     )
+    with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
+        return _compiled_result(lambda: step.lower(state, batch_abs).compile(), common)[0]
+
+
+def _compiled_result(compile_fn, common: dict) -> tuple[PlanResult, Any]:
+    """``(result, compiled)`` of one compilation; a compiler out-of-memory refusal becomes a
+    not-fitting result (``compiled`` None) with the temporaries XLA reported."""
     try:
-        with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
-            compiled = step.lower(state, batch_abs).compile()
+        compiled = compile_fn()
     except jax.errors.JaxRuntimeError as e:
         temp = parse_oom(str(e))
         if temp is None:
             raise
-        return PlanResult(
+        failed = PlanResult(
             **common,
             argument_bytes=-1,
             output_bytes=-1,
@@ -189,6 +197,7 @@ def plan_train_step(
             flops=None,
             compile_error=str(e).strip().splitlines()[0][:300],
         )
+        return failed, None
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
@@ -196,7 +205,7 @@ def plan_train_step(
     flops = float(cost["flops"]) if cost and "flops" in cost else None
     arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
     alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
-    return PlanResult(
+    result = PlanResult(
         **common,
         argument_bytes=arg,
         output_bytes=out,
@@ -205,6 +214,91 @@ def plan_train_step(
         total_bytes=arg + out - alias + temp,
         flops=flops,
     )
+    return result, compiled
+
+
+def plan_sampler(
+    model_config: Any,
+    mesh: jax.sharding.Mesh,
+    *,
+    prompts: int,
+    samples: int,
+    prompt_len: int,
+    max_new_tokens: int,
+    layout: str = "training",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    decode_phases: int = 4,
+    target: str = "",
+    memory_bytes: float | None = None,
+    shard_rows: bool = True,
+) -> list[PlanResult]:
+    """Compiles the sampler's prefill and decode programs for ``mesh`` from abstract inputs, as an
+    RL step runs them (:func:`passk_jax.sampler.sample` with ``mesh``: parameters in the rollout
+    ``layout``, the ``prompts x samples`` decode rows and KV cache over the batch axes;
+    ``shard_rows=False`` compiles the sampler without the mesh, rows replicated, for comparison).
+
+    Returns:
+      ``[prefill, decode]`` :class:`PlanResult` s (``batch`` = decode rows; the decode's
+      arguments include the prefill's output state, which it donates on accelerators).
+    """
+    from passk_jax import sampler as SMP
+    from passk_jax import sharding as S
+    from passk_jax.models import gemma2
+
+    params = jax.eval_shape(functools.partial(gemma2.init_params, model_config), jax.random.key(0))
+    params = _abstract(params, SMP.rollout_shardings(model_config, mesh, layout))
+    rep = S.replicated(mesh)
+    toks = jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32, sharding=rep)
+    mask = jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=rep)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=rep)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+    memory = memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
+    common = dict(
+        target=target or str(mesh.devices.flat[0].platform),
+        num_devices=int(mesh.devices.size),
+        mesh=dict(mesh.shape),
+        batch=prompts * samples,
+        prompt_len=prompt_len,
+        completion_len=max_new_tokens,
+        num_microbatches=1,
+        device_memory_bytes=memory,
+    )
+    static = dict(config=model_config, mesh=mesh if shard_rows else None)
+    prefill_kw = dict(num_samples=samples, max_new_tokens=max_new_tokens, **static)
+
+    def prefill_fn(p, t, m, r, pad):
+        return SMP._prefill(p, t, m, r, pad_id=pad, **prefill_kw)
+
+    pre, compiled = _compiled_result(
+        lambda: SMP._prefill.lower(params, toks, mask, rng, pad_id=scalar, **prefill_kw).compile(),
+        {**common, "program": "sampler prefill" + ("" if shard_rows else " (rows replicated)")},
+    )
+    if compiled is None:
+        return [pre]
+    shapes = jax.eval_shape(prefill_fn, params, toks, mask, rng, scalar)
+    state = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        shapes,
+        compiled.output_shardings,
+    )
+    decode = SMP._decode_jit if mesh.devices.flat[0].platform == "cpu" else SMP._decode_jit_donated
+    strategy = SMP.make_strategy(temperature, top_k, top_p)
+    dec, _ = _compiled_result(
+        lambda: decode.lower(
+            params,
+            state,
+            strategy=strategy,
+            eos_id=scalar,
+            pad_id=scalar,
+            phases=int(decode_phases),
+            **static,
+        ).compile(),
+        {**common, "program": "sampler decode" + ("" if shard_rows else " (rows replicated)")},
+    )
+    return [pre, dec]
 
 
 _OOM = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+)\s*([KMGT]?)i?B?\)", re.S)
@@ -335,6 +429,48 @@ def plan_config(
     )
 
 
+def plan_config_sampler(
+    config,
+    devices: Sequence[Any],
+    *,
+    target: str = "",
+    overrides: dict[str, Any] | None = None,
+    memory_bytes: float | None = None,
+    prompt_len: int | None = None,
+    completion_len: int | None = None,
+    shard_rows: bool = True,
+) -> list[PlanResult]:
+    """:func:`plan_sampler` at a run config's rollout shape: ``rl.prompts_per_step`` prompts x
+    ``rl.num_samples`` samples of ``max_prompt_len`` + ``rl.max_new_tokens`` tokens, in the
+    config's ``rl.rollout_layout`` and sampling settings (lengths replaceable as for
+    :func:`plan_config`)."""
+    from passk_jax import rl
+
+    vocab = _vocab_size(config) or config.get("vocab_size", None)
+    model_config = rl._model_config(config, int(vocab or 0))
+    if overrides:
+        model_config = dataclasses.replace(model_config, **overrides)
+    rl_c = config.rl
+    if prompt_len is None:
+        prompt_len = int(config.get("max_prompt_len", 0) or 0) or _default_prompt_len(config)
+    return plan_sampler(
+        model_config,
+        _mesh(config, list(devices)),
+        prompts=int(rl_c.prompts_per_step),
+        samples=int(rl_c.num_samples),
+        prompt_len=prompt_len,
+        max_new_tokens=int(completion_len or rl_c.max_new_tokens),
+        layout=str(rl_c.get("rollout_layout", "training")),
+        temperature=float(rl_c.get("temperature", 1.0) or 0.0),
+        top_k=rl_c.get("top_k", None),
+        top_p=rl_c.get("top_p", None),
+        decode_phases=int(rl_c.get("decode_phases", 4)),
+        target=target,
+        memory_bytes=memory_bytes,
+        shard_rows=shard_rows,
+    )
+
+
 def _default_prompt_len(config) -> int:
     """Prompt length for configs without ``max_prompt_len``: the longest training prompt."""
     from passk_jax import rl
@@ -391,10 +527,10 @@ def _gb(x: float | None) -> str:
 
 def format_table(results: Sequence[PlanResult]) -> str:
     head = (
-        "| target | mesh | batch (seq) | tokens | micro | arguments | outputs | aliased | "
+        "| program | target | mesh | batch (seq) | tokens | micro | arguments | outputs | aliased | "
         "temporaries | total / device | device memory | fits | XLA TFLOPs | model TFLOPs |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in results:
         mesh = "x".join(f"{k}={v}" for k, v in r.mesh.items())
         flops = "-" if r.flops is None else f"{r.flops / 1e12:.2f}"
@@ -402,10 +538,11 @@ def format_table(results: Sequence[PlanResult]) -> str:
         if r.compile_error is not None:
             fits = "no (the compiler refused: out of memory)"
         lines.append(
-            f"| {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
+            f"| {r.program} | {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
             f"{r.num_microbatches} | {_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "
             f"{_gb(r.alias_bytes)} | {_gb(r.temp_bytes)} | **{_gb(r.total_bytes)}** | "
-            f"{_gb(r.device_memory_bytes)} | {fits} | {flops} | {r.model_flops / 1e12:.2f} |"
+            f"{_gb(r.device_memory_bytes)} | {fits} | {flops} | "
+            + (f"{r.model_flops / 1e12:.2f} |" if r.model_flops else "- |")
         )
     return "\n".join(lines)
 
@@ -442,6 +579,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--search", action="store_true", help="also find the largest per-device batch that fits"
     )
     p.add_argument(
+        "--sampler",
+        action="store_true",
+        help="also plan the sampler's prefill and decode at the config's rollout shape",
+    )
+    p.add_argument(
+        "--no-train-step", action="store_true", help="skip the train step (with --sampler)"
+    )
+    p.add_argument(
+        "--sampler-rows-replicated",
+        action="store_true",
+        help="with --sampler: compile it without the mesh (rows replicated), for comparison",
+    )
+    p.add_argument(
         "--memory-gb", type=float, help="device memory to plan against (default: known per kind)"
     )
     p.add_argument(
@@ -469,7 +619,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prompt_len": args.prompt_len,
         "completion_len": args.completion_len,
     }
-    results = [plan_config(config, devices, batch_per_device=args.batch_per_device, **kw)]
+    results = []
+    if not args.no_train_step:
+        results.append(plan_config(config, devices, batch_per_device=args.batch_per_device, **kw))
+    if args.sampler:
+        results += plan_config_sampler(
+            config, devices, shard_rows=not args.sampler_rows_replicated, **kw
+        )
     best = None
     if args.search:
         best, probes = largest_fitting_batch(config, devices, **kw)

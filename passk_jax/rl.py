@@ -205,6 +205,7 @@ class _Run:
             top_p=top_p,
             eos_id=self.tok.eos_id,
             pad_id=self.tok.pad_id,
+            mesh=self.mesh,  # decode rows and KV cache sharded over the batch axes
             # Configs written before the option existed use the sampler's default.
             **({"decode_phases": rl.decode_phases} if "decode_phases" in rl else {}),
         )

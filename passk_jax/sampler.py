@@ -272,7 +272,7 @@ class DecodeState:
     step_keys: Array
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_samples", "max_new_tokens"))
+@functools.partial(jax.jit, static_argnames=("config", "num_samples", "max_new_tokens", "mesh"))
 def _prefill(
     params: Params,
     prompt_tokens: Array,
@@ -283,10 +283,12 @@ def _prefill(
     num_samples: int,
     max_new_tokens: int,
     pad_id: Array,
+    mesh: Any = None,
 ) -> DecodeState:
     """Runs every prompt once, then repeats its state ``num_samples`` times (rows ``p * G + g``).
 
-    The cache has just the ``Tp`` prompt slots; ``_decode`` grows it as it generates.
+    The cache has just the ``Tp`` prompt slots; ``_decode`` grows it as it generates. With a
+    ``mesh`` the repeated rows (and their cache) are sharded over its batch axes.
     """
     p, tp = prompt_tokens.shape
     prompt_mask = prompt_mask.astype(bool)
@@ -295,16 +297,23 @@ def _prefill(
     slots = jnp.arange(tp)
     attn_mask_PTS = key_valid_PS[:, None, :] & (slots[None, :] <= slots[:, None])[None]
     positions_PT = padded_positions(prompt_mask)
-    logits_PTV, cache = apply_with_cache(
-        params, config, prompt_tokens.astype(jnp.int32), positions_PT, attn_mask_PTS, cache
-    )
     last_P = tp - 1 - jnp.argmax(prompt_mask[:, ::-1], axis=-1)
-    logits_PV = jnp.take_along_axis(logits_PTV, last_P[:, None, None], axis=1)[:, 0]
+    # Only the last real prompt token is unembedded: [P, V], never [P, Tp, V].
+    logits_P1V, cache = apply_with_cache(
+        params,
+        config,
+        prompt_tokens.astype(jnp.int32),
+        positions_PT,
+        attn_mask_PTS,
+        cache,
+        gather=last_P[:, None],
+    )
+    logits_PV = logits_P1V[:, 0]
     prompt_len_P = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
 
     rep = lambda x: jnp.repeat(x, num_samples, axis=0) if jnp.ndim(x) else x
     b = p * num_samples
-    return DecodeState(
+    state = DecodeState(
         step=jnp.zeros((), jnp.int32),
         logits=rep(logits_PV),
         cache=jax.tree.map(rep, cache),
@@ -316,6 +325,38 @@ def _prefill(
         mask=jnp.zeros((b, max_new_tokens), bool),
         step_keys=jax.vmap(lambda t: jax.random.fold_in(rng, t))(jnp.arange(max_new_tokens)),
     )
+    return _constrain_rows(state, mesh)
+
+
+def _constrain_rows(state: DecodeState, mesh: Any) -> DecodeState:
+    """Every per-row field of ``state`` (the KV cache included) sharded over the mesh's batch axes
+    ``("data", "fsdp")``, so each device decodes and caches only its rows; unchanged without a
+    mesh or when the rows do not divide evenly over those axes."""
+    if mesh is None:
+        return state
+    from passk_jax import sharding as S
+
+    b = state.done.shape[0]
+    if b % _batch_ways(mesh):
+        return state
+
+    def rows(x):
+        if jnp.ndim(x) == 0 or x.shape[0] != b:
+            return x
+        return lax.with_sharding_constraint(x, S.batch_sharding(mesh, x.ndim))
+
+    per_row = {f: rows(getattr(state, f)) for f in _ROW_FIELDS}
+    cache = {k: (v if k == "index" else jax.tree.map(rows, v)) for k, v in state.cache.items()}
+    return state.replace(cache=cache, **per_row)
+
+
+_ROW_FIELDS = ("logits", "key_valid", "next_pos", "done", "tokens", "logprobs", "mask")
+
+
+def _batch_ways(mesh: Any) -> int:
+    from passk_jax import sharding as S
+
+    return int(np.prod([mesh.shape[a] for a in S.BATCH_AXES if a in mesh.shape]))
 
 
 def _phase_ends(max_new_tokens: int, phases: int) -> list[int]:
@@ -332,8 +373,9 @@ def _decode(
     eos_id: Array,
     pad_id: Array,
     phases: int,
+    mesh: Any = None,
 ) -> DecodeState:
-    """Generates until ``T`` tokens or every row hit EOS.
+    """Generates until ``T`` tokens or every row hit EOS (rows sharded as in ``_prefill``).
 
     The steps run in ``phases`` consecutive ``lax.while_loop``s over ``DecodeState``; before each,
     the cache grows (``grow_cache``) to just the slots that phase can fill, ``Tp + t_end``. Every
@@ -366,7 +408,7 @@ def _decode(
         logits_B1V, cache = apply_with_cache(
             params, config, tok_B[:, None], pos_B1, attn_mask_B1S, st.cache, rope
         )
-        return DecodeState(
+        new = DecodeState(
             step=st.step + 1,
             logits=logits_B1V[:, 0],
             cache=cache,
@@ -378,6 +420,7 @@ def _decode(
             mask=mask,
             step_keys=st.step_keys,
         )
+        return _constrain_rows(new, mesh)
 
     for end in _phase_ends(max_new, phases):
         s = prompt_slots + end
@@ -386,11 +429,12 @@ def _decode(
             cache=grow_cache(state.cache, s),
             key_valid=jnp.pad(state.key_valid, ((0, 0), (0, extra))),
         )
+        state = _constrain_rows(state, mesh)
         state = lax.while_loop(functools.partial(cond, end), functools.partial(body, s), state)
     return state
 
 
-_DECODE_STATIC = ("config", "strategy", "phases")
+_DECODE_STATIC = ("config", "strategy", "phases", "mesh")
 _decode_jit = jax.jit(_decode, static_argnames=_DECODE_STATIC)
 _decode_jit_donated = jax.jit(_decode, static_argnames=_DECODE_STATIC, donate_argnames="state")
 
@@ -411,6 +455,7 @@ def _run(
     pad_id,
     decode_phases,
     reprefill: bool,
+    mesh: Any = None,
 ) -> SamplerOutput:
     if num_samples < 1 or max_new_tokens < 1 or decode_phases < 1:
         raise ValueError("num_samples, max_new_tokens and decode_phases must be >= 1")
@@ -437,6 +482,7 @@ def _run(
             num_samples=1,
             max_new_tokens=max_new_tokens,
             pad_id=pad_id,
+            mesh=mesh,
         )
     else:
         state = _prefill(
@@ -448,6 +494,7 @@ def _run(
             num_samples=g,
             max_new_tokens=max_new_tokens,
             pad_id=pad_id,
+            mesh=mesh,
         )
     decode = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donated
     state = decode(
@@ -458,6 +505,7 @@ def _run(
         eos_id=eos_id,
         pad_id=pad_id,
         phases=int(decode_phases),
+        mesh=mesh,
     )
     shape = (p, g, max_new_tokens)
     return SamplerOutput(
@@ -518,6 +566,7 @@ def sample(
     eos_id: int,
     pad_id: int,
     decode_phases: int = 4,
+    mesh: Any = None,
 ) -> SamplerOutput:
     """Samples ``num_samples`` completions per prompt, prefilling each prompt once.
 
@@ -537,6 +586,9 @@ def sample(
       decode_phases: the decode runs in this many loops, each with a cache just long enough for
         its steps (fewer empty slots read; one compiled loop body per phase). 1 = one loop over
         a ``Tp + T``-slot cache. The samples do not depend on it.
+      mesh: optional device mesh (e.g. the training mesh): the ``P * G`` decode rows and their
+        KV cache are sharded over its batch axes ``("data", "fsdp")`` when they divide evenly
+        (otherwise replicated). The samples do not depend on it.
 
     Returns:
       ``SamplerOutput`` with ``tokens`` / ``logprobs`` / ``mask`` of shape ``[P, G, T]``; row ``g``
@@ -560,6 +612,7 @@ def sample(
         pad_id=pad_id,
         decode_phases=decode_phases,
         reprefill=False,
+        mesh=mesh,
     )
 
 
@@ -578,6 +631,7 @@ def sample_reprefill(
     eos_id: int,
     pad_id: int,
     decode_phases: int = 4,
+    mesh: Any = None,
 ) -> SamplerOutput:
     """Baseline for benchmarks: like ``sample`` but prefills each of the ``P * G`` copies separately.
 
@@ -598,6 +652,7 @@ def sample_reprefill(
         pad_id=pad_id,
         decode_phases=decode_phases,
         reprefill=True,
+        mesh=mesh,
     )
 
 

@@ -76,6 +76,15 @@ def test_cli_on_a_config(tmp_path, capsys):
     res = json.loads(out.read_text())["results"][0]
     assert res["num_devices"] == 8 and res["total_bytes"] > 0
     assert res["fits"] == (res["total_bytes"] <= 1e6)
+    # --sampler --no-train-step: the config's rollout shape (8 prompts x 8 samples in quick).
+    rc = PL.main(
+        ["--config", "passk_jax/configs/maze_tiny.py:quick", "--devices", "cpu:8"]
+        + ["--sampler", "--no-train-step", "--json", str(out)]
+    )
+    assert rc == 0 and "| sampler decode | cpu:8 |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["results"]
+    assert [r["program"] for r in rows] == ["sampler prefill", "sampler decode"]
+    assert rows[1]["batch"] == 64 and rows[1]["total_bytes"] > 0
 
 
 @pytest.mark.slow
@@ -142,3 +151,54 @@ def test_compiler_out_of_memory_is_a_result_not_a_crash():
     assert r.fits is False and r.as_dict()["fits"] is False
     row = PL.format_table([r]).splitlines()[-1]
     assert "333.49 GB" in row and "the compiler refused" in row and "| - |" in row
+
+
+def test_sampler_plan_matches_the_real_programs_and_shards_the_rows():
+    """plan_sampler's prefill / decode figures are XLA's analysis of the sampler's own programs on
+    real arrays; with the mesh, each device holds 1/8 of the decode rows and KV cache."""
+    import jax.numpy as jnp
+
+    from passk_jax import sampler as SMP
+    from passk_jax import testing
+
+    devices = jax.devices()[:8]
+    mesh = S.make_mesh((1, 8, 1), devices)
+    cfg = tiny_config()
+    p, g, tp, t = 4, 4, 6, 8
+    pre, dec = PL.plan_sampler(
+        cfg, mesh, prompts=p, samples=g, prompt_len=tp, max_new_tokens=t, memory_bytes=1e9
+    )
+    assert (pre.program, dec.program) == ("sampler prefill", "sampler decode")
+    assert pre.batch == dec.batch == p * g and pre.fits and dec.fits
+    params = jax.device_put(testing.random_params(cfg, seed=0), S.param_shardings(cfg, mesh))
+    rep = S.replicated(mesh)
+    toks = jax.device_put(np.random.default_rng(0).integers(3, 64, (p, tp)).astype(np.int32), rep)
+    mask = jax.device_put(np.ones((p, tp), bool), rep)
+    rng = jax.device_put(jax.random.key(0), rep)
+    pad = jax.device_put(jnp.int32(0), rep)
+    kw = dict(config=cfg, num_samples=g, max_new_tokens=t)
+    lowered = SMP._prefill.lower(params, toks, mask, rng, pad_id=pad, mesh=mesh, **kw)
+    mem = lowered.compile().memory_analysis()
+    assert pre.temp_bytes == mem.temp_size_in_bytes
+    assert pre.argument_bytes == mem.argument_size_in_bytes
+    state = SMP._prefill(params, toks, mask, rng, pad_id=pad, mesh=mesh, **kw)
+    strategy = SMP.make_strategy(1.0, None, None)
+
+    def decode_memory(st, m):
+        return (
+            SMP._decode_jit.lower(
+                params, st, config=cfg, strategy=strategy, eos_id=pad, pad_id=pad, phases=4, mesh=m
+            )
+            .compile()
+            .memory_analysis()
+        )
+
+    mem = decode_memory(state, mesh)
+    assert dec.temp_bytes == mem.temp_size_in_bytes
+    assert dec.argument_bytes == mem.argument_size_in_bytes
+    # Rows over the 8 fsdp devices: the cache and every per-row field hold 1/8 of the rows.
+    k = state.cache["layer_0"]["k"]
+    assert k.sharding.shard_shape(k.shape)[0] * 8 == p * g
+    unsharded = SMP._prefill(params, toks, mask, rng, pad_id=pad, **kw)
+    assert unsharded.cache["layer_0"]["k"].sharding.shard_shape(k.shape)[0] == p * g
+    assert decode_memory(unsharded, None).argument_size_in_bytes > mem.argument_size_in_bytes

@@ -588,7 +588,8 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(quick_run, shared_dir, 
 def test_second_process_on_same_workdir_refuses(shared_dir, tmp_path):
     """While one run holds the workdir, a second one exits at once (status 2) naming the first."""
     workdir = tmp_path / "w"
-    first = _popen("quick", workdir, _env(shared_dir, 8), tmp_path / "first.log")
+    arg = "quick,steps=400"  # long enough to still hold the lock when the second one starts
+    first = _popen(arg, workdir, _env(shared_dir, 8), tmp_path / "first.log")
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         while not (workdir / "run.lock").exists():
@@ -597,7 +598,7 @@ def test_second_process_on_same_workdir_refuses(shared_dir, tmp_path):
             time.sleep(0.05)
         t0 = time.monotonic()
         second = subprocess.run(
-            _cmd("quick", workdir),
+            _cmd(arg, workdir),
             cwd=ROOT,
             env=_env(shared_dir, 8),
             capture_output=True,

@@ -285,5 +285,13 @@ def test_samples_identical_under_the_training_mesh(prompts, layout):
     np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
     np.testing.assert_array_equal(np.asarray(out.mask), np.asarray(ref.mask))
     np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(ref.logprobs), atol=1e-5)
+    # With the mesh, the P * G decode rows (and the KV cache) are sharded over the batch axes:
+    # each of the 4 fsdp shards holds a quarter of the rows; same samples.
+    sharded = sampler.sample(rollout, c, toks, mask, mesh=mesh, **kw)
+    np.testing.assert_array_equal(np.asarray(sharded.tokens), np.asarray(ref.tokens))
+    np.testing.assert_allclose(np.asarray(sharded.logprobs), np.asarray(ref.logprobs), atol=1e-5)
+    rows = sharded.tokens.reshape(-1, T)
+    assert sharded.tokens.sharding.shard_shape(sharded.tokens.shape)[0] * 4 == toks.shape[0]
+    assert {s.data.shape[0] for s in rows.addressable_shards} == {rows.shape[0] // 4}
     with pytest.raises(ValueError, match="rollout layout"):
         sampler.rollout_shardings(c, mesh, "fsdp-please")

@@ -171,3 +171,21 @@ def test_claims_study_verdicts_come_from_the_runs_it_finds(tmp_path):
     assert not any("Pass@k training" in c for c in rows)  # those methods have no runs here
     assert "**holds**" in text and "Tally: " in text
     assert os.path.exists(tmp_path / "claims" / "verdicts.png")
+
+
+def test_readme_study_block_is_generated_from_the_committed_results():
+    """README's verdict tables are exactly what experiments/readme_results.py writes from the
+    committed results JSON (a hand edit, or a results file updated without regenerating, fails)."""
+    from experiments import readme_results as RR
+
+    assert RR.main(["--check"]) == 0
+    block = RR.render(RR._load("claims.json"), RR._load("unblocking.json"))
+    for v in (RR._load("unblocking.json") or {}).get("verdicts", []):
+        assert f"**{v['verdict']}**" in block
+    with pytest.raises(ValueError):
+        RR.splice("no markers here", block)
+    fake = {"verdicts": [{"source": "PKPO", "claim": "c", "metric": "entropy", "pairs": 8,
+                          "mean": 0.5, "lo": 0.25, "hi": 0.75, "verdict": "holds"}]}  # fmt: skip
+    text = RR.render(fake, None)
+    assert "| PKPO | c | entropy | 8 | +0.50 [+0.25, +0.75] | **holds** |" in text
+    assert "1 hold, 0 do not hold, 0 inconclusive" in text

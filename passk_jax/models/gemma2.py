@@ -760,6 +760,7 @@ def apply_with_cache(
     attn_mask: Array,
     cache: Cache,
     rope: tuple[Array, Array] | None = None,
+    gather: Array | None = None,
 ) -> tuple[Array, Cache]:
     """Runs ``T`` new tokens per row through the model, reading and writing ``cache``.
 
@@ -772,8 +773,10 @@ def apply_with_cache(
       cache: the cache dict (``S`` slots).
       rope: optional ``rope_sincos(positions, config)``, e.g. gathered from a table made once
         before a decode loop; computed from ``positions`` when None.
+      gather: optional ``[B, K]`` int32 token indices: only those positions are unembedded (a
+        prefill needs the last prompt token's logits only).
 
     Returns:
-      ``(logits [B, T, V] float32, new_cache)``.
+      ``(logits [B, T, V] float32, new_cache)``; with ``gather``, ``[B, K, V]``.
     """
-    return _apply(params, config, tokens, positions, attn_mask, cache, rope)
+    return _apply(params, config, tokens, positions, attn_mask, cache, rope, gather)
