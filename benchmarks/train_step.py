@@ -33,8 +33,9 @@ positions unembedded, the same figure for both rows, over a nominal peak derived
 ``/proc/cpuinfo``: cores x 2 FMA units x SIMD lanes x 2 x clock) and the process's minor page faults
 per step. ``--allocators system hugetlb tcmalloc`` runs the whole benchmark once per host allocator,
 each in its own child process (``hugetlb``: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc >= 2.35;
-``tcmalloc``: ``LD_PRELOAD=libtcmalloc_minimal.so.4``, e.g. Debian's ``libtcmalloc-minimal4``; an
-allocator that is not available is skipped and named), and prints a summary table of all of them.
+``tcmalloc``: ``LD_PRELOAD=libtcmalloc_minimal.so.4``, e.g. Debian's ``libtcmalloc-minimal4``;
+``glibc_reuse``: ``GLIBC_TUNABLES=passk_jax.hostmem.TUNABLES``, what ``passk-train`` applies on CPU
+hosts; an allocator that is not available is skipped and named), and prints a summary table of all of them.
 XLA:CPU allocates a step's temporaries afresh on every call; with glibc's defaults the large ones are
 mmap'd and page-faulted in again each step, which the fault column makes visible.
 
@@ -88,13 +89,9 @@ ALLOCATORS = {
     "system": {},
     "hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     "tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
-    # glibc kept from returning freed memory: no mmap'd chunks, one arena, no trimming.
-    "glibc_reuse": {
-        "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:"
-        "glibc.malloc.trim_threshold=1099511627776"
-    },
-    # The same from inside the process: passk_jax.hostmem.keep_freed_memory() (what passk-train does).
-    "keep_freed": {hostmem.ENV: "1"},
+    # glibc kept from returning freed memory (one arena, no mmap'd chunks, no trimming): the
+    # tunables passk-train / make demo apply on CPU hosts (passk_jax.hostmem).
+    "glibc_reuse": {"GLIBC_TUNABLES": hostmem.TUNABLES},
 }
 
 
@@ -246,8 +243,6 @@ def _allocator_available(name: str) -> bool:
         ver = platform.libc_ver()
         if ver[0] != "glibc" or tuple(int(x) for x in ver[1].split(".")[:2]) < (2, 35):
             return False
-    if name == "keep_freed" and platform.libc_ver()[0] != "glibc":
-        return False
     return True
 
 
@@ -349,10 +344,6 @@ def main() -> None:
                 argv.append(a)
         _compare_allocators(args, argv, out_path)
         return
-    if os.environ.get(hostmem.ENV) == "1":  # the `keep_freed` child; before JAX first runs
-        if not hostmem.keep_freed_memory():
-            raise SystemExit("passk_jax.hostmem.keep_freed_memory() was refused by the C library")
-        args.allocator_name = args.allocator_name or "passk_jax.hostmem.keep_freed_memory()"
     if args.allocator_name is None:
         args.allocator_name = (
             " ".join(

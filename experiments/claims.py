@@ -307,7 +307,7 @@ CLAIMS: list[tuple[str, str, str, str, str, object]] = [
     ),
     (
         "Chen",
-        "entropy regularisation does not beat Pass@k (pass@4)",
+        "entropy regularisation (0.003) loses to Pass@k (pass@4)",
         "grpo entropy reg 0.003",
         "chen analytical k4",
         "pass@4",

@@ -4,8 +4,9 @@ XLA:CPU allocates a step's temporaries afresh on every execution. Under glibc's 
 ones are ``mmap``'d and ``munmap``'d again, and threads other than the main one allocate from their
 own arenas, whose heaps glibc shrinks on free: every step then page-faults its working set in
 again and the kernel zeroes each page. :data:`TUNABLES` makes freed memory stay in the process and
-be reused: one arena, no ``mmap``'d chunks, no trimming below 2 GiB of free heap. The price is that
-the process's resident memory stays at its peak. ``benchmarks/train_step.py --allocators system
+be reused: one arena, no ``mmap``'d chunks, no trimming below 1 TiB of free heap (with a 2 GiB
+threshold the small benchmark model's step still page-faulted its ~2.6 GB working set in every
+step). The price is that the process's resident memory stays at its peak. ``benchmarks/train_step.py --allocators system
 glibc_reuse`` measures the difference (minor page faults and seconds per step).
 
 glibc reads the arena limit once, when a thread first needs an arena, so calling ``mallopt`` from
@@ -27,7 +28,9 @@ import sys
 __all__ = ["ENV", "TUNABLES", "cpu_only_host", "reexec_with_tunables", "wanted"]
 
 ENV = "PASSK_JAX_KEEP_HOST_MEMORY"
-TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+TUNABLES = (
+    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+)
 
 
 def cpu_only_host(environ: dict[str, str] | None = None) -> bool:
