@@ -84,27 +84,36 @@ def score_maze(grid: str, completion: str) -> float:
     Returns:
       0.0 or 1.0.
     """
-    if not isinstance(grid, str) or not isinstance(completion, str):
+    walk = _walk(grid, completion)
+    if walk is None:
         return 0.0
+    rows, _, (r, c) = walk
+    return 1.0 if rows[r][c] == END else 0.0
+
+
+def _walk(grid: Any, completion: Any) -> tuple[list[str], tuple[int, int], tuple[int, int]] | None:
+    """``(rows, start, final cell)`` of the completion's legal walk from ``S``; ``None`` for a
+    non-string input, a grid without ``S``, or a step off the grid or into a wall."""
+    if not isinstance(grid, str) or not isinstance(completion, str):
+        return None
     rows = grid.split("\n")
     start = _find(rows, START)
     if start is None:
-        return 0.0
-    r, c = start
+        return None
     try:
         path = extract_answer(completion).upper()
     except Exception:  # noqa: BLE001 -- defensive: extraction is total, but never raise
-        return 0.0
-    num_rows = len(rows)
+        return None
+    r, c = start
     for ch in path:
         step = MOVES.get(ch)
         if step is None:
             continue
         r += step[0]
         c += step[1]
-        if r < 0 or r >= num_rows or c < 0 or c >= len(rows[r]) or rows[r][c] == WALL:
-            return 0.0
-    return 1.0 if rows[r][c] == END else 0.0
+        if r < 0 or r >= len(rows) or c < 0 or c >= len(rows[r]) or rows[r][c] == WALL:
+            return None
+    return rows, start, (r, c)
 
 
 def score_maze_graded(grid: str, completion: str) -> float:
@@ -118,25 +127,13 @@ def score_maze_graded(grid: str, completion: str) -> float:
 
     Never raises; a grid without ``S`` or ``E`` scores 0.0.
     """
-    if not isinstance(grid, str) or not isinstance(completion, str):
+    walk = _walk(grid, completion)
+    if walk is None:
         return 0.0
-    rows = grid.split("\n")
-    start, end = _find(rows, START), _find(rows, END)
-    if start is None or end is None:
+    rows, start, (r, c) = walk
+    end = _find(rows, END)
+    if end is None:
         return 0.0
-    try:
-        path = extract_answer(completion).upper()
-    except Exception:  # noqa: BLE001 -- defensive: extraction is total, but never raise
-        return 0.0
-    r, c = start
-    for ch in path:
-        step = MOVES.get(ch)
-        if step is None:
-            continue
-        r += step[0]
-        c += step[1]
-        if r < 0 or r >= len(rows) or c < 0 or c >= len(rows[r]) or rows[r][c] == WALL:
-            return 0.0
     if (r, c) == end:
         return 1.0
     dist = _distances_to_end(grid)
