@@ -77,9 +77,12 @@ def test_remat_gradients_equal_and_remat_is_in_the_program():
         return jnp.mean(jax.nn.log_softmax(gemma2.forward(p, tokens, cfg))[..., 5])
 
     g0 = jax.grad(loss)(params, base)
-    g = jax.grad(loss)(params, dataclasses.replace(base, remat="full"))  # the others: test above
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g0)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for policy in gemma2.REMAT_POLICIES:
+        g = jax.grad(loss)(params, dataclasses.replace(base, remat=policy))
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g0)):
+            # Float32 round-off of the recomputation, relative to each gradient's own scale
+            # (measured up to ~1.1e-6 on an AVX-512 host; elementwise rtol fails on near-zeros).
+            assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), policy
     for policy in gemma2.REMAT_POLICIES:
         cfg = dataclasses.replace(base, remat=policy)
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda p, c=cfg: loss(p, c)))(params))
