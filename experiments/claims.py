@@ -55,8 +55,8 @@ sys.path.insert(0, ROOT)
 
 from absl import logging  # noqa: E402
 
+from experiments.unblocking import _base_config, make_warm_start  # noqa: E402
 from passk_jax import rl, stats  # noqa: E402
-from passk_jax.configs import maze_tiny  # noqa: E402
 
 BASE_LR = 3e-4  # maze_tiny's RL learning rate
 
@@ -359,21 +359,6 @@ LAST = 10  # steps averaged for entropy / diversity
 def _slug(name: str) -> str:
     keep = "".join(ch if ch.isalnum() else "_" for ch in name)
     return "_".join(filter(None, keep.split("_")))
-
-
-def _base_config(args, extra: str = ""):
-    parts = [a for a in ["quick" if args.quick else "", extra] if a]
-    return maze_tiny.get_config(",".join(parts))
-
-
-def make_warm_start(args, w: int) -> str:
-    path = os.path.join(args.out, f"warm{w}", "params")
-    cfg = _base_config(args, f"seed={w}")
-    cfg.sft.steps = args.sft_steps
-    t0 = time.time()
-    rl.warm_start(cfg, path)
-    print(f"warm start {w}: {time.time() - t0:.0f}s", flush=True)
-    return path
 
 
 def run_dir(args, name: str, w: int, s: int) -> str:

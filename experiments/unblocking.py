@@ -64,10 +64,14 @@ def _base_config(args, extra: str = ""):
 
 
 def make_warm_start(args, w: int) -> str:
+    """Supervised warm start ``w`` of the tiny maze model under ``args.out`` (reused if there; the
+    claims study shares this with the unblocking experiment)."""
     path = os.path.join(args.out, f"warm{w}", "params")
     cfg = _base_config(args, f"seed={w}")
     cfg.sft.steps = args.sft_steps
+    t0 = time.time()
     rl.warm_start(cfg, path)
+    print(f"warm start {w}: {time.time() - t0:.0f}s", flush=True)
     return path
 
 

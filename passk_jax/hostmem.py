@@ -6,8 +6,9 @@ own arenas, whose heaps glibc shrinks on free: every step then page-faults its w
 again and the kernel zeroes each page. :data:`TUNABLES` makes freed memory stay in the process and
 be reused: one arena, no ``mmap``'d chunks, no trimming below 1 TiB of free heap (with a 2 GiB
 threshold the small benchmark model's step still page-faulted its ~2.6 GB working set in every
-step). The price is that the process's resident memory stays at its peak. ``benchmarks/train_step.py --allocators system
-glibc_reuse`` measures the difference (minor page faults and seconds per step).
+step). The price is that the process's resident memory stays at its peak.
+``benchmarks/train_step.py --allocators system glibc_reuse`` measures the difference (minor page
+faults and seconds per step).
 
 glibc reads the arena limit once, when a thread first needs an arena, so calling ``mallopt`` from
 Python is too late (NumPy's and XLA's threads already hold theirs): the settings only take effect

@@ -162,20 +162,32 @@ def plan_train_step(
     from passk_jax import flops as FL
 
     model_flops = FL.train_step_flops(model_config, batch, prompt_len, completion_len)
-    memory = memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
-    common = dict(
-        target=target or str(mesh.devices.flat[0].platform),
-        num_devices=int(mesh.devices.size),
-        mesh=dict(mesh.shape),
+    common = _common(
+        mesh,
+        target,
+        memory_bytes,
         batch=batch,
         prompt_len=prompt_len,
         completion_len=completion_len,
         num_microbatches=loss_config.num_microbatches,
-        device_memory_bytes=memory,
         model_flops=model_flops,
     )
     with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
         return _compiled_result(lambda: step.lower(state, batch_abs).compile(), common)[0]
+
+
+def _common(mesh, target: str, memory_bytes: float | None, **fields) -> dict[str, Any]:
+    """The :class:`PlanResult` fields every program of a plan on ``mesh`` shares."""
+    first = mesh.devices.flat[0]
+    return dict(
+        target=target or str(first.platform),
+        num_devices=int(mesh.devices.size),
+        mesh=dict(mesh.shape),
+        device_memory_bytes=memory_bytes
+        if memory_bytes is not None
+        else device_memory_bytes(first),
+        **fields,
+    )
 
 
 def _compiled_result(compile_fn, common: dict) -> tuple[PlanResult, Any]:
@@ -255,22 +267,17 @@ def plan_sampler(
     key = jax.eval_shape(lambda: jax.random.key(0))
     rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=rep)
     scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-    memory = memory_bytes if memory_bytes is not None else device_memory_bytes(mesh.devices.flat[0])
-    common = dict(
-        target=target or str(mesh.devices.flat[0].platform),
-        num_devices=int(mesh.devices.size),
-        mesh=dict(mesh.shape),
+    common = _common(
+        mesh,
+        target,
+        memory_bytes,
         batch=prompts * samples,
         prompt_len=prompt_len,
         completion_len=max_new_tokens,
         num_microbatches=1,
-        device_memory_bytes=memory,
     )
     static = dict(config=model_config, mesh=mesh if shard_rows else None)
     prefill_kw = dict(num_samples=samples, max_new_tokens=max_new_tokens, **static)
-
-    def prefill_fn(p, t, m, r, pad):
-        return SMP._prefill(p, t, m, r, pad_id=pad, **prefill_kw)
 
     pre, compiled = _compiled_result(
         lambda: SMP._prefill.lower(params, toks, mask, rng, pad_id=scalar, **prefill_kw).compile(),
@@ -278,10 +285,9 @@ def plan_sampler(
     )
     if compiled is None:
         return [pre]
-    shapes = jax.eval_shape(prefill_fn, params, toks, mask, rng, scalar)
-    state = jax.tree.map(
+    state = jax.tree.map(  # the decode's input: the prefill's output, as compiled
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        shapes,
+        compiled.out_info,
         compiled.output_shardings,
     )
     decode = SMP._decode_jit if mesh.devices.flat[0].platform == "cpu" else SMP._decode_jit_donated
@@ -381,18 +387,9 @@ def plan_config(
     ``overrides`` replace model-architecture fields (e.g. ``{"remat": "full"}``); ``prompt_len`` /
     ``completion_len`` replace the config's token lengths.
     """
-    from passk_jax import rl
     from passk_jax import train as TR
 
-    vocab = _vocab_size(config) or config.get("vocab_size", None)
-    if vocab is None and config.model.kind == "tiny":
-        raise SystemExit(
-            "the tiny model takes its vocabulary from the tokenizer; set config.vocab_size to plan "
-            "a config whose tokenizer is a SentencePiece file."
-        )
-    model_config = rl._model_config(config, int(vocab or 0))
-    if overrides:
-        model_config = dataclasses.replace(model_config, **overrides)
+    model_config = _config_model(config, overrides)
     loss = {
         k: v for k, v in dict(config.loss).items() if k not in ("temperature", "top_k", "top_p")
     }
@@ -414,15 +411,13 @@ def plan_config(
     batch = int(rl_c.prompts_per_step) * int(rl_c.num_samples)
     if batch_per_device is not None:
         batch = batch_per_device * int(mesh.devices.size)
-    if prompt_len is None:
-        prompt_len = int(config.get("max_prompt_len", 0) or 0) or _default_prompt_len(config)
     return plan_train_step(
         model_config,
         loss_config,
         tx,
         mesh,
         batch=batch,
-        prompt_len=prompt_len,
+        prompt_len=_config_prompt_len(config, prompt_len),
         completion_len=int(completion_len or rl_c.max_new_tokens),
         target=target,
         memory_bytes=memory_bytes,
@@ -444,21 +439,13 @@ def plan_config_sampler(
     ``rl.num_samples`` samples of ``max_prompt_len`` + ``rl.max_new_tokens`` tokens, in the
     config's ``rl.rollout_layout`` and sampling settings (lengths replaceable as for
     :func:`plan_config`)."""
-    from passk_jax import rl
-
-    vocab = _vocab_size(config) or config.get("vocab_size", None)
-    model_config = rl._model_config(config, int(vocab or 0))
-    if overrides:
-        model_config = dataclasses.replace(model_config, **overrides)
     rl_c = config.rl
-    if prompt_len is None:
-        prompt_len = int(config.get("max_prompt_len", 0) or 0) or _default_prompt_len(config)
     return plan_sampler(
-        model_config,
+        _config_model(config, overrides),
         _mesh(config, list(devices)),
         prompts=int(rl_c.prompts_per_step),
         samples=int(rl_c.num_samples),
-        prompt_len=prompt_len,
+        prompt_len=_config_prompt_len(config, prompt_len),
         max_new_tokens=int(completion_len or rl_c.max_new_tokens),
         layout=str(rl_c.get("rollout_layout", "training")),
         temperature=float(rl_c.get("temperature", 1.0) or 0.0),
@@ -469,6 +456,27 @@ def plan_config_sampler(
         memory_bytes=memory_bytes,
         shard_rows=shard_rows,
     )
+
+
+def _config_model(config, overrides: dict[str, Any] | None):
+    """The run config's Gemma2Config (vocabulary from the tokenizer), with ``overrides``."""
+    from passk_jax import rl
+
+    vocab = _vocab_size(config) or config.get("vocab_size", None)
+    if vocab is None and config.model.kind == "tiny":
+        raise SystemExit(
+            "the tiny model takes its vocabulary from the tokenizer; set config.vocab_size to plan "
+            "a config whose tokenizer is a SentencePiece file."
+        )
+    model_config = rl._model_config(config, int(vocab or 0))
+    return dataclasses.replace(model_config, **overrides) if overrides else model_config
+
+
+def _config_prompt_len(config, prompt_len: int | None) -> int:
+    """``prompt_len``, else the config's ``max_prompt_len``, else its longest training prompt."""
+    if prompt_len is not None:
+        return int(prompt_len)
+    return int(config.get("max_prompt_len", 0) or 0) or _default_prompt_len(config)
 
 
 def _default_prompt_len(config) -> int:
@@ -490,9 +498,7 @@ def largest_fitting_batch(
     ``(batch_per_device or None, probes)``."""
     micro = int(config.loss.get("num_microbatches", 1))
     probes: list[PlanResult] = []
-    if kw.get("prompt_len") is None:  # the same for every probe: find it once
-        kw = {**kw, "prompt_len": int(config.get("max_prompt_len", 0) or 0)}
-        kw["prompt_len"] = kw["prompt_len"] or _default_prompt_len(config)
+    kw = {**kw, "prompt_len": _config_prompt_len(config, kw.get("prompt_len"))}  # find it once
 
     def fits(b):
         r = plan_config(config, devices, batch_per_device=b, **kw)

@@ -293,5 +293,10 @@ def test_samples_identical_under_the_training_mesh(prompts, layout):
     rows = sharded.tokens.reshape(-1, T)
     assert sharded.tokens.sharding.shard_shape(sharded.tokens.shape)[0] * 4 == toks.shape[0]
     assert {s.data.shape[0] for s in rows.addressable_shards} == {rows.shape[0] // 4}
+    if layout == "training":  # 3 x G rows do not divide over 4 devices: replicated, same samples
+        odd = sampler.sample(rollout, c, toks[:3], mask[:3], mesh=mesh, **kw)
+        want = sampler.sample(jax.device_put(params, one[0]), c, toks[:3], mask[:3], **kw)
+        np.testing.assert_array_equal(np.asarray(odd.tokens), np.asarray(want.tokens))
+        assert odd.tokens.sharding.shard_shape(odd.tokens.shape) == odd.tokens.shape
     with pytest.raises(ValueError, match="rollout layout"):
         sampler.rollout_shardings(c, mesh, "fsdp-please")

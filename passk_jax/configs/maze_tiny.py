@@ -13,7 +13,8 @@ Command::
 The argument is a comma-separated list of overrides:
 ``quick``, ``k=N`` (constant k_opt), ``anneal`` (k 8 -> 1 at 60% of the RL steps), ``adv=NAME``
 (any key of ``passk_jax.advantages.ADVANTAGES``; default ``pkpo_sloo_minus_one``), ``seed=N``,
-``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes), ``graded`` (continuous reward),
+``steps=N``, ``lr=X`` (RL learning rate), ``hard`` (also evaluate on the larger held-out "hard" mazes),
+``graded`` (continuous reward: ``tasks.maze.score_maze_graded``),
 ``mesh=DxFxT`` (data x fsdp x tensor mesh sizes, e.g. ``mesh=2x2x2``; default all devices on fsdp),
 and the plug-ins shared by every config (``reward=module:attr``, ``task=module:attr``, ``chat=gemma``);
 ``passk-train --config maze_tiny --help`` lists them all.
