@@ -366,18 +366,18 @@ class RMSNorm(nn.Module):
         return y.astype(x.dtype)
 
 
-class Einsum(nn.Module):
-    """A weight ``w`` of a fixed shape applied with a caller-given einsum string."""
+class Weight(nn.Module):
+    """A projection weight ``w`` of a fixed shape (its own module, so the parameter path is
+    ``<name>/w`` as in the official checkpoint); the caller applies it."""
 
     config: Gemma2Config
     shape: tuple[int, ...]
     names: tuple[str | None, ...]
 
     @nn.compact
-    def __call__(self, eqn: str, x: Array) -> Array:
+    def __call__(self) -> Array:
         init = nn.initializers.normal(stddev=0.02)
-        w = _param(self, "w", self.shape, self.names, init, self.config)
-        return jnp.einsum(eqn, x, w.astype(x.dtype))
+        return _param(self, "w", self.shape, self.names, init, self.config)
 
 
 class Attention(nn.Module):
@@ -400,14 +400,22 @@ class Attention(nn.Module):
         """Attends ``T`` queries to ``S`` keys (the cache, or the ``T`` tokens themselves)."""
         c = self.config
         n, k, h, d = c.num_heads, c.num_kv_heads, c.head_dim, c.embed_dim
-        q_einsum = Einsum(c, (n, d, h), ("heads", "embed", "head_dim"), name="q_einsum")
-        kv_einsum = Einsum(
+        # The projections are single 2-D matmuls through ``_matmul_w`` on the weights reshaped to
+        # [in, out] (a transpose of a small weight): the weight gradients are then ``x^T g``
+        # contracted over the token axis in place, where the per-einsum gradients made XLA:CPU
+        # copy each [B*T, D] activation to [D, B*T] first (about a tenth of a small-config step).
+        b, t = x_BTD.shape[:2]
+        dt = x_BTD.dtype
+        w_NDH = Weight(c, (n, d, h), ("heads", "embed", "head_dim"), name="q_einsum")()
+        w_CKDH = Weight(
             c, (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), name="kv_einsum"
-        )
-        out_einsum = Einsum(c, (n, h, d), ("heads", "head_dim", "embed"), name="attn_vec_einsum")
-
-        q_BTNH = q_einsum("BTD,NDH->BTNH", x_BTD)
-        k_BTKH, v_BTKH = kv_einsum("BTD,CKDH->CBTKH", x_BTD)
+        )()
+        w_NHD = Weight(c, (n, h, d), ("heads", "head_dim", "embed"), name="attn_vec_einsum")()
+        w_q = jnp.transpose(w_NDH, (1, 0, 2)).reshape(d, n * h).astype(dt)
+        w_kv = jnp.transpose(w_CKDH, (2, 0, 1, 3)).reshape(d, 2 * k * h).astype(dt)
+        q_BTNH = _matmul_w(x_BTD, w_q).reshape(b, t, n, h)
+        kv_BTCKH = _matmul_w(x_BTD, w_kv).reshape(b, t, 2, k, h)
+        k_BTKH, v_BTKH = kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
         q_BTNH = _apply_rope(q_BTNH, *rope)
         k_BTKH = _apply_rope(k_BTKH, *rope)
         q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
@@ -426,7 +434,6 @@ class Attention(nn.Module):
             new_cache = {"k": k_BKHS, "v": v_BKSH}
             k_BKHS, v_BKSH = k_BKHS.astype(x_BTD.dtype), v_BKSH.astype(x_BTD.dtype)
 
-        b, t = x_BTD.shape[:2]
         q_BTKRH = q_BTNH.reshape(b, t, k, n // k, h)
         if t == 1:
             # Decode: drop the length-1 T axis so both products are plain batched matmuls over
@@ -451,8 +458,8 @@ class Attention(nn.Module):
             enc_BTKRH = enc_BKRH[:, None]
         else:
             enc_BTKRH = jnp.einsum("BKRTS,BKSH->BTKRH", probs_BKRTS, v_BKSH)
-        enc_BTNH = enc_BTKRH.reshape(b, t, n, h)
-        return out_einsum("BTNH,NHD->BTD", enc_BTNH), new_cache
+        enc_BTF = enc_BTKRH.reshape(b, t, n * h)
+        return _matmul_w(enc_BTF, w_NHD.reshape(n * h, d).astype(dt)), new_cache
 
 
 class FeedForward(nn.Module):
