@@ -279,16 +279,20 @@ def _compare_allocators(args, argv: list[str], out_path: str) -> None:
         )
         + ".",
         "",
-        "| config | allocator | JAX s / step | torch s / step | JAX vs torch | JAX MFU "
+        "JAX per row: a prompt pass per sequence (the same work as torch); JAX per group: "
+        "one prompt pass per group of G samples (`group_size=G`, the RL learner step's path).",
+        "",
+        "| config | allocator | JAX per row s / step | JAX per group s / step | torch s / step "
+        "| per row vs torch | per group vs torch | JAX per-row MFU "
         "| JAX minor faults / step | torch minor faults / step |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in (r for r in records if "jax_s" in r):
-        ts = r.get("torch_s")
+        ts, tg = r.get("torch_s"), r.get("jax_shared_s")
         mfu = "n/a" if r.get("mfu_jax") is None else f"{100 * r['mfu_jax']:.1f}%"
         lines.append(
-            f"| {r['config']} | {r['allocator']} | {r['jax_s']:.3f} | "
-            + (f"{ts:.3f} | {ts / r['jax_s']:.2f}x" if ts else "n/a | n/a")
+            f"| {r['config']} | {r['allocator']} | {r['jax_s']:.3f} | {tg:.3f} | "
+            + (f"{ts:.3f} | {ts / r['jax_s']:.2f}x | {ts / tg:.2f}x" if ts else "n/a | n/a | n/a")
             + f" | {mfu} | {r['jax_faults'] or 0:,.0f} | "
             + (f"{r['torch_faults']:,.0f} |" if r.get("torch_faults") is not None else "n/a |")
         )
@@ -397,26 +401,38 @@ def _bench(args, record: dict) -> str:
         aggregation="seq_mean_token_sum",
         num_microbatches=args.microbatches,
     )
-    state, shardings = TR.create_train_state(cfg, tx, mesh, args.seed, params=params)
-    n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
-    step_fn = TR.jit_train_step(tx, cfg, loss_cfg, shardings, mesh)
+    host_params = None if params is None else jax.device_get(params)
     prompt, pmask, tokens, mask, old_logp, rewards, weights = _host_batch(args, cfg)
     batch = TR.make_batch(prompt, pmask, tokens, mask, old_logp, weights, mesh=mesh)
     b = args.prompts * args.samples
     step_tokens = b * (args.prompt_len + args.completion_len)
 
-    holder = {"state": state}
-    jax_losses = []
+    # Two JAX steps on the same weights and batch: every row runs its own prompt (group_size=1),
+    # and each prompt runs once per group of G samples (group_size=G, what the RL learner step
+    # does), its keys / values shared by the group's completions.
+    holders, runs, jax_losses = [], [], []
+    for group in (1, args.samples):
+        state, shardings = TR.create_train_state(cfg, tx, mesh, args.seed, params=host_params)
+        step_fn = TR.jit_train_step(tx, cfg, loss_cfg, shardings, mesh, group_size=group)
+        holder, losses_g = {"state": state}, []
 
-    def run_jax():
-        holder["state"], m = step_fn(holder["state"], batch)
-        jax.block_until_ready(holder["state"])
-        jax_losses.append(float(m["loss"]))
+        def run_jax(holder=holder, step_fn=step_fn, losses_g=losses_g):
+            holder["state"], m = step_fn(holder["state"], batch)
+            jax.block_until_ready(holder["state"])
+            losses_g.append(float(m["loss"]))
+
+        holders.append(holder)
+        runs.append(run_jax)
+        jax_losses.append(losses_g)
+    holder = holders[0]
+    n_params = sum(int(x.size) for x in jax.tree.leaves(holder["state"].params))
 
     faults_jax: list[int] = []
+    faults_shared: list[int] = []
     faults_torch: list[int] = []
+    fns = [_counting_faults(runs[0], faults_jax), _counting_faults(runs[1], faults_shared)]
     if hf is None:
-        t_jax = _median_time(_counting_faults(run_jax, faults_jax), args.repeats)
+        t_jax, t_shared = interleaved_medians(fns, args.repeats)
     else:
         import torch
         import transformers
@@ -424,12 +440,23 @@ def _bench(args, record: dict) -> str:
         torch_step, torch_losses = _torch_step_fn(
             hf, prompt, tokens, mask, weights, args.samples, lr
         )
-        # Interleaved rounds: both steps see the same background load.
-        t_jax, t_torch = interleaved_medians(
-            [_counting_faults(run_jax, faults_jax), _counting_faults(torch_step, faults_torch)],
-            args.repeats,
+        # Interleaved rounds: all steps see the same background load.
+        t_jax, t_shared, t_torch = interleaved_medians(
+            [*fns, _counting_faults(torch_step, faults_torch)], args.repeats
         )
-    rows = [(f"passk_jax `jit_train_step` ({cfg.dtype} compute)", t_jax, faults_jax)]
+    rows = [
+        (
+            f"passk_jax `jit_train_step`, a prompt pass per row ({cfg.dtype} compute)",
+            t_jax,
+            faults_jax,
+        ),
+        (
+            f"passk_jax `jit_train_step(group_size={args.samples})`, one prompt pass per group "
+            "(the RL learner step)",
+            t_shared,
+            faults_shared,
+        ),
+    ]
 
     if hf is not None:
         rows.append(
@@ -441,8 +468,8 @@ def _bench(args, record: dict) -> str:
             )
         )
         print(
-            f"first-step loss: passk_jax {jax_losses[0]:.6f}, torch {torch_losses[0]:.6f} "
-            "(same weights and batch)"
+            f"first-step loss: passk_jax {jax_losses[0][0]:.6f} / {jax_losses[1][0]:.6f} "
+            f"(per row / per group), torch {torch_losses[0]:.6f} (same weights and batch)"
         )
 
     lines = [
@@ -495,6 +522,7 @@ def _bench(args, record: dict) -> str:
             config=args.config,
             allocator=args.allocator_name,
             jax_s=t_jax,
+            jax_shared_s=t_shared,
             torch_s=rows[-1][1] if hf is not None else None,
             jax_faults=statistics.median(faults_jax) if faults_jax else None,
             torch_faults=statistics.median(faults_torch) if faults_torch else None,
@@ -503,7 +531,8 @@ def _bench(args, record: dict) -> str:
         if hf is not None:
             lines += [
                 "",
-                f"First-step loss (same weights and batch): passk_jax {jax_losses[0]:.6f}, "
+                "First-step loss (same weights and batch): passk_jax "
+                f"{jax_losses[0][0]:.6f} (per row) / {jax_losses[1][0]:.6f} (per group), "
                 f"torch {torch_losses[0]:.6f}.",
             ]
 
@@ -542,7 +571,7 @@ def _bench(args, record: dict) -> str:
             jax.block_until_ready(out)
 
         t_sample = _median_time(run_sample, max(3, args.repeats))
-    whole = t_jax + (t_sample or 0.0)
+    whole = t_shared + (t_sample or 0.0)
     what = "sample + train step" if t_sample is not None else "train step"
     lines += [
         "",
@@ -563,7 +592,8 @@ def _bench(args, record: dict) -> str:
     if t_sample is not None:
         lines.append(f"| `sampler.sample` | {1e3 * t_sample:.2f} | {t_sample / whole:.1%} |")
     lines += [
-        f"| `jit_train_step` | {1e3 * t_jax:.2f} | {t_jax / whole:.1%} |",
+        f"| `jit_train_step(group_size={args.samples})` | {1e3 * t_shared:.2f} "
+        f"| {t_shared / whole:.1%} |",
         f"| `pkpo_rewards(..., 'sloo_minus_one')` | {1e3 * t_pkpo:.3f} | {_pct(t_pkpo / whole)} |",
         f"| `passk_advantages` | {1e3 * t_passk:.3f} | {_pct(t_passk / whole)} |",
     ]

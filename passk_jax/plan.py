@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -117,6 +118,7 @@ def plan_train_step(
     completion_len: int,
     target: str = "",
     memory_bytes: float | None = None,
+    group_size: int = 1,
 ) -> PlanResult:
     """Compiles ``train_step`` for ``mesh`` from abstract inputs and reports XLA's figures.
 
@@ -127,6 +129,8 @@ def plan_train_step(
       batch: sequences per step (prompts x samples). prompt_len / completion_len: token lengths.
       target: a label for the report.
       memory_bytes: device memory to plan against (default: :func:`device_memory_bytes`).
+      group_size: consecutive rows sharing a prompt (``train_step``'s; the RL learner step passes
+        its samples per prompt, so a run's plan uses ``rl.num_samples``).
 
     Returns:
       A :class:`PlanResult`.
@@ -158,7 +162,7 @@ def plan_train_step(
     batch_abs = {
         k: jax.ShapeDtypeStruct(shape, dt, sharding=bsh[k]) for k, (shape, dt) in shapes.items()
     }
-    step = TR.jit_train_step(tx, model_config, loss_config, shardings, mesh)
+    step = TR.jit_train_step(tx, model_config, loss_config, shardings, mesh, group_size=group_size)
     from passk_jax import flops as FL
 
     model_flops = FL.train_step_flops(model_config, batch, prompt_len, completion_len)
@@ -421,6 +425,7 @@ def plan_config(
         completion_len=int(completion_len or rl_c.max_new_tokens),
         target=target,
         memory_bytes=memory_bytes,
+        group_size=math.gcd(int(rl_c.num_samples), batch),
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,10 @@ class LossConfig:
       temperature / top_k / top_p: the sampling specification the rollouts were drawn with; the
         loss's log-probs and entropy are those of the same (truncated) distribution.
       num_microbatches: gradient accumulation steps per batch (B must be divisible by it).
+      share_prompts: when the step is told the batch's group size (``learner_step`` always is),
+        run each group's prompt through the model once and share its keys / values among the
+        group's completions (``completion_logits(..., group_size)``): the same loss and gradients
+        up to float32 rounding, fewer FLOPs.
     """
 
     policy_loss: str = "reinforce"
@@ -86,6 +91,7 @@ class LossConfig:
     top_k: int | None = None
     top_p: float | None = None
     num_microbatches: int = 1
+    share_prompts: bool = True
 
     def __post_init__(self):
         L.check_options(self.policy_loss, self.aggregation, self.kl_estimator)
@@ -247,8 +253,19 @@ def create_train_state(
 # The step.
 
 
+def _rotate_prompts(prompt: Array, pmask: Array) -> tuple[Array, Array]:
+    """Rotates each prompt row so that its last real token sits in slot ``Tp - 1``."""
+    tp = prompt.shape[1]
+    last_prompt = tp - 1 - jnp.argmax(pmask[:, ::-1], axis=-1)
+    rot = (jnp.arange(tp)[None, :] + last_prompt[:, None] + 1) % tp
+    return jnp.take_along_axis(prompt, rot, axis=1), jnp.take_along_axis(pmask, rot, axis=1)
+
+
 def completion_logits(
-    params: Any, model_config: gemma2.Gemma2Config, batch: Mapping[str, Array]
+    params: Any,
+    model_config: gemma2.Gemma2Config,
+    batch: Mapping[str, Array],
+    group_size: int = 1,
 ) -> Array:
     """Logits predicting each completion token, ``[B, T, V]`` float32.
 
@@ -260,26 +277,73 @@ def completion_logits(
     so the logits are the same; the completion positions are then one contiguous block, whose
     ``[B, T, D]`` hidden states alone are unembedded (no ``[B, T, V]`` gather, whose gradient
     XLA:CPU computes as a slow scatter-add).
+
+    ``group_size = g > 1`` declares that the rows come in consecutive groups of ``g`` sharing one
+    prompt (the RL batch: the samples of a prompt are adjacent). Each group's prompt is then run
+    through the model once, and its keys / values (repeated over the group; their gradients are
+    summed back) are the cache the ``g`` completions attend to: the same logits and gradients up to
+    float32 rounding, with the prompt's share of the FLOPs divided by ``g``. Only the first row of
+    each group's prompt is read: rows of a group whose prompts differ are computed with the first
+    row's prompt (``train_step`` reports them as ``prompt_group_mismatch``).
     """
     prompt, pmask = batch["prompt_tokens"], batch["prompt_mask"].astype(bool)
     tokens, mask = batch["tokens"], batch["mask"].astype(bool)
-    tp = prompt.shape[1]
+    b, tp = prompt.shape
     t = tokens.shape[1]
-    last_prompt = tp - 1 - jnp.argmax(pmask[:, ::-1], axis=-1)
-    rot = (jnp.arange(tp)[None, :] + last_prompt[:, None] + 1) % tp
-    prompt = jnp.take_along_axis(prompt, rot, axis=1)
-    pmask = jnp.take_along_axis(pmask, rot, axis=1)
+    if group_size > 1:
+        if b % group_size:
+            raise ValueError(f"group_size={group_size} does not divide the batch of {b} rows")
+        return _shared_prompt_logits(params, model_config, prompt, pmask, tokens, mask, group_size)
+    prompt, pmask = _rotate_prompts(prompt, pmask)
     seq = jnp.concatenate([prompt, tokens], axis=1)
     seq_mask = jnp.concatenate([pmask, mask], axis=1)
     # Only the T completion-predicting positions are unembedded (a [B, T, D] gather of hidden
     # states): the [B, Tp + T, V] logits are never formed, which at V = 256k is most of the memory.
-    idx = jnp.broadcast_to(tp - 1 + jnp.arange(t, dtype=jnp.int32), (prompt.shape[0], t))
+    idx = jnp.broadcast_to(tp - 1 + jnp.arange(t, dtype=jnp.int32), (b, t))
     return gemma2.sequence_logits(params, seq, seq_mask, model_config, idx)
 
 
-def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig):
+def _shared_prompt_logits(params, config, prompt, pmask, tokens, mask, g: int) -> Array:
+    """``completion_logits`` with one prompt pass per group of ``g`` rows (see there)."""
+    b, tp = prompt.shape
+    t = tokens.shape[1]
+    prompt_P, pmask_P = _rotate_prompts(prompt[::g], pmask[::g])
+    p = prompt_P.shape[0]
+    # Prompt pass: causal over the real prompt tokens; only the last slot (which predicts
+    # completion token 0) is unembedded.
+    pos_P = gemma2.padded_positions(pmask_P)
+    attn_P = jnp.tril(jnp.ones((tp, tp), bool))[None] & pmask_P[:, None, :]
+    last = jnp.full((p, 1), tp - 1, jnp.int32)
+    logits0_P1V, cache = gemma2.apply_with_cache(
+        params,
+        config,
+        prompt_P,
+        pos_P,
+        attn_P,
+        gemma2.init_cache(config, p, tp),
+        gather=last,
+        train=True,
+    )
+    logits0_B1V = jnp.repeat(logits0_P1V, g, axis=0)
+    if t == 1:
+        return logits0_B1V
+    # Completion pass over tokens 0..T-2 (token T-1 predicts nothing the loss reads), attending
+    # to the group's prompt keys (the cache repeated g times) and causally to its own.
+    cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=0) if x.ndim else x, cache)
+    cache = gemma2.grow_cache(cache, tp + t - 1)
+    pmask_B = jnp.repeat(pmask_P, g, axis=0)
+    tok, m = tokens[:, : t - 1], mask[:, : t - 1]
+    n_prompt = jnp.sum(pmask_B, axis=-1, dtype=jnp.int32)
+    pos = jnp.maximum(n_prompt[:, None] + jnp.cumsum(m.astype(jnp.int32), axis=-1) - 1, 0)
+    own = jnp.tril(jnp.ones((t - 1, t - 1), bool))[None] & m[:, None, :]
+    attn = jnp.concatenate([jnp.broadcast_to(pmask_B[:, None, :], (b, t - 1, tp)), own], axis=-1)
+    logits_BTV, _ = gemma2.apply_with_cache(params, config, tok, pos, attn, cache, train=True)
+    return jnp.concatenate([logits0_B1V, logits_BTV], axis=1)
+
+
+def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossConfig, group=1):
     mask = batch["mask"].astype(bool)
-    logits = completion_logits(params, model_config, batch)
+    logits = completion_logits(params, model_config, batch, group)
     logp, entropy_tok = L.logprobs_and_entropy(logits, batch["tokens"], *cfg.sampling)
     pg, aux = L.policy_surrogate(
         logp,
@@ -301,7 +365,9 @@ def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossCo
     if cfg.entropy_coef:
         loss = loss - cfg.entropy_coef * L.aggregate(entropy_tok, mask, cfg.aggregation, norm)
     if cfg.kl_coef:
-        ref_logits = completion_logits(jax.lax.stop_gradient(ref_params), model_config, batch)
+        ref_logits = completion_logits(
+            jax.lax.stop_gradient(ref_params), model_config, batch, group
+        )
         ref_logp = L.token_logprobs(ref_logits, batch["tokens"], *cfg.sampling)
         kl = L.kl_penalty(logp, ref_logp, cfg.kl_estimator)
         loss = loss + cfg.kl_coef * L.aggregate(kl, mask, cfg.aggregation, norm)
@@ -343,6 +409,7 @@ def train_step(
     tx: optax.GradientTransformation,
     model_config: gemma2.Gemma2Config,
     loss_config: LossConfig,
+    group_size: int = 1,
 ) -> tuple[TrainState, dict[str, Array]]:
     """One policy-gradient update. Pure; jit it with :func:`jit_train_step`.
 
@@ -351,6 +418,11 @@ def train_step(
       batch: the dict described in the module docstring (leading axis B).
       tx: the optax optimizer (closed over, not traced).
       model_config / loss_config: static configs.
+      group_size: the rows come in consecutive groups of this many sharing one prompt (G of an
+        RL batch; 1: no such structure). With ``loss_config.share_prompts`` each (micro-batch's)
+        group prompt is then computed once; the metrics gain ``prompt_group_mismatch``, the number
+        of rows whose prompt differs from their group's first row (0 unless the batch is not what
+        ``group_size`` says).
 
     Returns:
       ``(new_state, metrics)``; metrics are float32 scalars: ``loss``, ``pg_loss``, ``entropy`` (mean
@@ -359,9 +431,13 @@ def train_step(
     """
     cfg = loss_config
     norm = L.normaliser(batch["mask"].astype(bool), cfg.aggregation)
+    b = batch["tokens"].shape[0]
+    # Groups stay whole inside a micro-batch of B / m rows when g divides it; otherwise the
+    # largest common divisor (aligned sub-groups of a group share its prompt too).
+    group = math.gcd(group_size, b // cfg.num_microbatches) if cfg.share_prompts else 1
 
     def loss_fn(params, mb):
-        return _loss_and_metrics(params, state.ref_params, mb, norm, model_config, cfg)
+        return _loss_and_metrics(params, state.ref_params, mb, norm, model_config, cfg, group)
 
     loss, grads, sums = _accumulate(loss_fn, state.params, batch, cfg.num_microbatches)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -380,8 +456,20 @@ def train_step(
     }
     if "kl" in sums:
         metrics["kl"] = sums["kl"] / ntok
+    if group > 1:
+        metrics["prompt_group_mismatch"] = _group_mismatch(batch, group)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
+
+
+def _group_mismatch(batch: Mapping[str, Array], g: int) -> Array:
+    """Rows whose (prompt, prompt mask) differ from the first row of their group of ``g``."""
+    diff = None
+    for key in ("prompt_tokens", "prompt_mask"):
+        x = batch[key].reshape(-1, g, batch[key].shape[-1])
+        d = jnp.any(x != x[:, :1], axis=-1)
+        diff = d if diff is None else diff | d
+    return jnp.sum(diff)
 
 
 def sft_step(
@@ -422,9 +510,17 @@ def jit_train_step(
     loss_config: LossConfig,
     shardings: TrainState,
     mesh: Mesh,
+    group_size: int = 1,
 ):
-    """``train_step`` jitted once, with explicit shardings and the state donated."""
-    fn = functools.partial(train_step, tx=tx, model_config=model_config, loss_config=loss_config)
+    """``train_step`` jitted once, with explicit shardings and the state donated (``group_size``:
+    see :func:`train_step`)."""
+    fn = functools.partial(
+        train_step,
+        tx=tx,
+        model_config=model_config,
+        loss_config=loss_config,
+        group_size=group_size,
+    )
     jitted = jax.jit(
         fn,
         in_shardings=(shardings, batch_shardings(mesh)),
@@ -587,7 +683,12 @@ def learner_step(
         sh = batch_shardings(mesh)
         batch = {key: jax.lax.with_sharding_constraint(v, sh[key]) for key, v in batch.items()}
     new_state, m = train_step(
-        state, batch, tx=tx, model_config=model_config, loss_config=loss_config
+        state,
+        batch,
+        tx=tx,
+        model_config=model_config,
+        loss_config=loss_config,
+        group_size=rollout.tokens.shape[1],
     )
     mask = batch["mask"].astype(jnp.float32)
     ntok = jnp.maximum(jnp.sum(mask), 1.0)

@@ -462,7 +462,7 @@ def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
     train_keys = (
         "clip_frac clipped cum_solve_rate clipped_frac entropy grad_norm k length loss num_tokens "
         "pg_loss ratio reward_mean sampled_neg_logp solve_any weight_abs_max weight_abs_mean "
-        "weight_mean weights_nonfinite neg_distinct neg_distinct_frac"
+        "weight_mean weights_nonfinite neg_distinct neg_distinct_frac prompt_group_mismatch"
     ).split()
     assert set(record) == {f"train/{k}" for k in train_keys} | {"time/sample_s", "time/score_s"}
 
@@ -503,6 +503,7 @@ def test_one_rl_step_in_process_matches_recomputation(quick_run, tmp_path):
         "train/sampled_neg_logp": -(logp * mask).sum() / ntok,
         "train/ratio": 1.0,  # on-policy, with the same truncated distribution in the loss
         "train/clip_frac": 0.0,
+        "train/prompt_group_mismatch": 0.0,  # the learner step shares each group's prompt pass
         "train/clipped": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
         "train/clipped_frac": float(record["train/grad_norm"] > config.optimizer.max_grad_norm),
     }

@@ -178,3 +178,78 @@ def test_loaded_params_must_match_config():
     deeper = dataclasses.replace(cfg, num_layers=cfg.num_layers + 1)
     with pytest.raises(ValueError, match="missing"):
         TR.create_train_state(deeper, tx, mesh, seed=0, params=params)
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_shared_prompt_pass_equals_per_row(remat):
+    """``completion_logits(..., group_size=G)`` (one prompt pass per group, its keys / values shared
+    by the group's completions) gives the per-row path's logits and parameter gradients: prompts
+    left-padded, right-padded and of different lengths, ragged completions crossing the sliding
+    window (8) of the local layers, soft-caps on; and a whole train step gives the same loss,
+    gradient norm and parameters, with micro-batches that split a group (gcd sub-groups)."""
+    from passk_jax.testing import random_params
+
+    cfg = tiny_config(remat=remat)
+    p, g, tp, t = 3, 4, 7, 9  # Tp + T = 16 > window 8
+    prompt, pmask, tokens, mask, old_logp, w = _batch(0, p=p, g=g, tp=tp, t=t)
+    pmask[2, 4:] = False  # right padding (rotated before the pass)
+    pmask[0, :3] = False
+    mask[0, 0] = False  # a completion with no counted token
+    batch = {
+        k: jnp.asarray(v)
+        for k, v in TR.make_batch(prompt, pmask, tokens, mask, old_logp, w).items()
+    }
+    params = random_params(cfg, seed=1)
+
+    def loss(prm, group):
+        lg = TR.completion_logits(prm, cfg, batch, group)
+        lp = jax.nn.log_softmax(lg)
+        sel = jnp.take_along_axis(lp, batch["tokens"][..., None], -1)[..., 0]
+        return jnp.sum(jnp.where(batch["mask"], sel, 0.0) * batch["weights"][:, None]), lg
+
+    (l1, lg1), g1 = jax.value_and_grad(loss, has_aux=True)(params, 1)
+    (lg_g, lgg), gg = jax.value_and_grad(loss, has_aux=True)(params, g)
+    np.testing.assert_allclose(np.asarray(lgg), np.asarray(lg1), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(float(lg_g), float(l1), rtol=1e-5)
+    for a, b_ in zip(jax.tree.leaves(gg), jax.tree.leaves(g1)):
+        scale = float(jnp.max(jnp.abs(b_))) + 1e-12
+        np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b_) / scale, atol=1e-5)
+
+    import optax
+
+    mesh = S.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    tx = optax.sgd(0.1)  # parameters compared tightly (Adam would amplify round-off)
+    out = {}
+    for name, group, micro in [("rows", 1, 1), ("shared", g, 1), ("split", g, 6)]:
+        lc = TR.LossConfig(num_microbatches=micro)
+        host = jax.device_get(params)  # the step donates its state
+        state, sh = TR.create_train_state(cfg, tx, mesh, seed=0, params=host)
+        step = TR.jit_train_step(tx, cfg, lc, sh, mesh, group_size=group)
+        state, m = step(state, batch)
+        out[name] = (jax.device_get(state.params), jax.device_get(m))
+    ref_params, ref_m = out["rows"]
+    assert "prompt_group_mismatch" not in ref_m
+    for name in ("shared", "split"):
+        prm, m = out[name]
+        assert float(m["prompt_group_mismatch"]) == 0.0
+        np.testing.assert_allclose(m["loss"], ref_m["loss"], rtol=1e-5)
+        np.testing.assert_allclose(m["grad_norm"], ref_m["grad_norm"], rtol=1e-4)
+        for a, b_ in zip(jax.tree.leaves(prm), jax.tree.leaves(ref_params)):
+            np.testing.assert_allclose(a, b_, atol=1e-5)
+
+
+def test_shared_prompt_mismatch_is_reported():
+    """A batch whose groups do not share their prompt is flagged (count of differing rows)."""
+    cfg = tiny_config()
+    prompt, pmask, tokens, mask, old_logp, w = _batch(0)
+    batch = TR.make_batch(prompt, pmask, tokens, mask, old_logp, w)
+    batch["prompt_tokens"] = batch["prompt_tokens"].copy()
+    batch["prompt_tokens"][1, 0] += 1  # row 1 of group 0
+    batch["prompt_tokens"][6, 3] += 1  # row 2 of group 1
+    mesh = S.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    tx = TR.make_optimizer(1e-3, warmup_steps=0)
+    state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
+    _, m = TR.jit_train_step(tx, cfg, TR.LossConfig(), sh, mesh, group_size=4)(state, batch)
+    assert float(m["prompt_group_mismatch"]) == 2.0
+    with pytest.raises(ValueError, match="group_size=3 does not divide"):
+        TR.completion_logits(state.params, cfg, batch, 3)

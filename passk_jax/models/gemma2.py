@@ -529,6 +529,7 @@ class Gemma2(nn.Module):
         cache: Cache | None = None,
         rope: tuple[Array, Array] | None = None,
         gather: Array | None = None,
+        train: bool | None = None,
     ) -> tuple[Array, Cache | None]:
         """Runs the decoder on ``T`` new tokens per row.
 
@@ -545,6 +546,8 @@ class Gemma2(nn.Module):
           gather: optional ``[B, K]`` int32 token indices: only those positions are unembedded
             (logits ``[B, K, V]``), so the ``[B, T, V]`` logits of positions nobody reads are never
             formed (at a 256k vocabulary they dominate the step's memory).
+          train: whether this is a forward pass to be differentiated (``config.remat`` applies);
+            None means "when there is no cache".
 
         Returns:
           ``(logits [B, T, V] (or [B, K, V]) float32, new_cache or None)``.
@@ -567,7 +570,9 @@ class Gemma2(nn.Module):
         if rope is None:
             rope = rope_sincos(positions, c)
         block = Block
-        if cache is None and c.remat != "none":  # training forward: recompute blocks in backward
+        if train is None:
+            train = cache is None
+        if train and c.remat != "none":  # training forward: recompute blocks in backward
             block = nn.remat(Block, policy=REMAT_POLICIES[c.remat], prevent_cse=True)
         x_BTD = constrain(x_BTD, c.activation_batch_axes)
         for i in range(c.num_layers):
@@ -637,9 +642,10 @@ def _apply(
     cache=None,
     rope=None,
     gather=None,
+    train=None,
 ):
     return Gemma2(config).apply(
-        {"params": params}, tokens, positions, attn_mask, cache, rope, gather
+        {"params": params}, tokens, positions, attn_mask, cache, rope, gather, train
     )
 
 
@@ -768,6 +774,7 @@ def apply_with_cache(
     cache: Cache,
     rope: tuple[Array, Array] | None = None,
     gather: Array | None = None,
+    train: bool = False,
 ) -> tuple[Array, Cache]:
     """Runs ``T`` new tokens per row through the model, reading and writing ``cache``.
 
@@ -782,8 +789,10 @@ def apply_with_cache(
         before a decode loop; computed from ``positions`` when None.
       gather: optional ``[B, K]`` int32 token indices: only those positions are unembedded (a
         prefill needs the last prompt token's logits only).
+      train: True for a pass that will be differentiated (``config.remat`` then applies, as in
+        the cache-free training forward).
 
     Returns:
       ``(logits [B, T, V] float32, new_cache)``; with ``gather``, ``[B, K, V]``.
     """
-    return _apply(params, config, tokens, positions, attn_mask, cache, rope, gather)
+    return _apply(params, config, tokens, positions, attn_mask, cache, rope, gather, train)
