@@ -6,8 +6,13 @@ batch of B = P x G = 8 x 16 = 128 sequences of Tp = 32 prompt + T = 64 completio
 loss with per-sequence weights (``seq_mean_token_sum``: sum of weighted completion log-probs over
 tokens, mean over sequences), global-norm clipping at 1 and AdamW (no weight decay), float32.
 
-* **passk_jax**: ``train.jit_train_step`` (state donated, 1-device mesh on CPU, all local devices on
-  ``fsdp`` otherwise) on a batch placed by ``train.make_batch``.
+* **passk_jax, per row**: ``train.jit_train_step`` (state donated, 1-device mesh on CPU, all local
+  devices on ``fsdp`` otherwise) on a batch placed by ``train.make_batch``, every sequence running
+  its own prompt: the same work as the torch step.
+* **passk_jax, per group**: the same with ``group_size=G`` (what the RL learner step runs): each
+  prompt runs once per group of G samples and its keys / values are shared by the group's
+  completions (same loss and gradients up to float32 rounding, ``tests/test_train.py``); it does
+  less work than the torch step, which is why it is a row of its own.
 * **torch**: ``transformers.Gemma2ForCausalLM`` built from the equivalent HF config (eager attention,
   float32, the *same* weights: saved with ``save_pretrained`` and loaded into ours with
   ``checkpoints.load_hf_gemma2``), the same loss, ``backward``, ``clip_grad_norm_`` and

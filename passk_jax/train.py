@@ -16,6 +16,11 @@ A batch is a dict of arrays (``make_batch`` builds it from a sampler output and 
 driver jits it once (:func:`jit_train_step`) with ``in_shardings`` / ``out_shardings`` from the mesh
 and donates the state. Gradient accumulation over ``num_microbatches`` is exact: every micro-batch
 loss is normalised by the *whole* batch's normaliser (``losses.normaliser``).
+
+Rows sharing a prompt: ``train_step(..., group_size=G)`` (the RL learner step passes its samples per
+prompt) runs each group's prompt through the model once and lets the group's completions attend to
+its keys / values, instead of running the prompt in every row; the loss, gradients and update are the
+same up to float32 rounding (``tests/test_train.py``). ``LossConfig.share_prompts=False`` turns it off.
 """
 
 from __future__ import annotations
