@@ -232,7 +232,7 @@ def _machine_line(args, cfg, n_params: int) -> str:
         f"{n_params:,} parameters (D={cfg.embed_dim}, L={cfg.num_layers}, V={cfg.vocab_size}, "
         f"compute {cfg.dtype}). Batch P={args.prompts} x G={args.samples} sequences of "
         f"Tp={args.prompt_len} + T={args.completion_len} tokens. Median of {args.repeats} "
-        "interleaved rounds (JAX step, torch step) after warm-up."
+        "interleaved rounds (JAX per row, JAX per group, torch) after warm-up."
     )
 
 

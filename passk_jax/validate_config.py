@@ -277,12 +277,15 @@ def validate(config: Any, task: Any = None) -> None:
         "kl_estimator",
         "entropy_coef",
         "num_microbatches",
+        "share_prompts",
         *SAMPLING_KEYS,
     }
     for key in sorted(set(loss) - known_loss):
         c.bad(f"loss.{key}", loss[key], f"unknown loss option; use {sorted(known_loss)}")
     for key in ("clip_low", "clip_high", "kl_coef"):
         c.non_negative_float(f"loss.{key}")
+    if "share_prompts" in loss and not isinstance(loss["share_prompts"], bool):
+        c.bad("loss.share_prompts", loss["share_prompts"], "must be True or False")
     ent = c.get("loss.entropy_coef", 0.0)
     if isinstance(ent, bool) or not isinstance(ent, int | float) or not math.isfinite(ent):
         c.bad("loss.entropy_coef", ent, "must be a finite number")

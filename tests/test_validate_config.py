@@ -59,6 +59,7 @@ BAD = [
     ("temperature 0", lambda c: _set(c, "rl.temperature", 0.0), "rl.temperature"),
     ("split sampling spec", lambda c: _set(c, "loss.temperature", 0.7), "loss.temperature"),
     ("micro-batches", lambda c: _set(c, "loss.num_microbatches", 5), "loss.num_microbatches"),
+    ("share_prompts not a bool", lambda c: _set(c, "loss.share_prompts", "yes"), "loss.share_prompts"),
     ("eval.ks > n", lambda c: _set(c, "eval.ks", [16]), "eval.ks"),
     ("bool steps", lambda c: _set(c, "rl.steps", True), "rl.steps"),
     ("rollout layout", lambda c: _set(c, "rl.rollout_layout", "fsdp"), "rl.rollout_layout"),
@@ -83,6 +84,7 @@ def test_bad_value_refused_before_any_work(tmp_path, edit, key):
 def test_good_configs_pass_and_problems_are_all_listed():
     V.validate(_quick())
     V.validate(_quick("anneal"))
+    V.validate(_set(_quick(), "loss.share_prompts", False))
     V.validate(_set(_quick(), "phases", [(2, "grpo", 1), (4, "passk", 4)]))
     c = _set(_set(_quick(), "rl.steps", 0), "eval.every", 0)
     with pytest.raises(V.ConfigError, match=r"2 problem") as e:
