@@ -437,6 +437,8 @@ def train_step(
     cfg = loss_config
     norm = L.normaliser(batch["mask"].astype(bool), cfg.aggregation)
     b = batch["tokens"].shape[0]
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     # Groups stay whole inside a micro-batch of B / m rows when g divides it; otherwise the
     # largest common divisor (aligned sub-groups of a group share its prompt too).
     group = math.gcd(group_size, b // cfg.num_microbatches) if cfg.share_prompts else 1

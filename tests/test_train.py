@@ -253,3 +253,6 @@ def test_shared_prompt_mismatch_is_reported():
     assert float(m["prompt_group_mismatch"]) == 2.0
     with pytest.raises(ValueError, match="group_size=3 does not divide"):
         TR.completion_logits(state.params, cfg, batch, 3)
+    state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
+    with pytest.raises(ValueError, match="group_size must be >= 1, got 0"):
+        TR.jit_train_step(tx, cfg, TR.LossConfig(), sh, mesh, group_size=0)(state, batch)

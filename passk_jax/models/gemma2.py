@@ -411,11 +411,15 @@ class Attention(nn.Module):
             c, (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), name="kv_einsum"
         )()
         w_NHD = Weight(c, (n, h, d), ("heads", "head_dim", "embed"), name="attn_vec_einsum")()
-        w_q = jnp.transpose(w_NDH, (1, 0, 2)).reshape(d, n * h).astype(dt)
-        w_kv = jnp.transpose(w_CKDH, (2, 0, 1, 3)).reshape(d, 2 * k * h).astype(dt)
-        q_BTNH = _matmul_w(x_BTD, w_q).reshape(b, t, n, h)
-        kv_BTCKH = _matmul_w(x_BTD, w_kv).reshape(b, t, 2, k, h)
-        k_BTKH, v_BTKH = kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
+        if t == 1:  # decode: the weights as stored, no per-token weight transposes
+            q_BTNH = jnp.einsum("BTD,NDH->BTNH", x_BTD, w_NDH.astype(dt))
+            k_BTKH, v_BTKH = jnp.einsum("BTD,CKDH->CBTKH", x_BTD, w_CKDH.astype(dt))
+        else:
+            w_q = jnp.transpose(w_NDH, (1, 0, 2)).reshape(d, n * h).astype(dt)
+            w_kv = jnp.transpose(w_CKDH, (2, 0, 1, 3)).reshape(d, 2 * k * h).astype(dt)
+            q_BTNH = _matmul_w(x_BTD, w_q).reshape(b, t, n, h)
+            kv_BTCKH = _matmul_w(x_BTD, w_kv).reshape(b, t, 2, k, h)
+            k_BTKH, v_BTKH = kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
         q_BTNH = _apply_rope(q_BTNH, *rope)
         k_BTKH = _apply_rope(k_BTKH, *rope)
         q_BTNH = q_BTNH * jnp.asarray(c.query_pre_attn_scalar**-0.5, q_BTNH.dtype)
@@ -458,6 +462,10 @@ class Attention(nn.Module):
             enc_BTKRH = enc_BKRH[:, None]
         else:
             enc_BTKRH = jnp.einsum("BKRTS,BKSH->BTKRH", probs_BKRTS, v_BKSH)
+        if t == 1:
+            return jnp.einsum(
+                "BTNH,NHD->BTD", enc_BTKRH.reshape(b, t, n, h), w_NHD.astype(dt)
+            ), new_cache
         enc_BTF = enc_BTKRH.reshape(b, t, n * h)
         return _matmul_w(enc_BTF, w_NHD.reshape(n * h, d).astype(dt)), new_cache
 
