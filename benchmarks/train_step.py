@@ -31,7 +31,9 @@ tokens) plus the train step.
 device on ``fsdp``; no torch column. It reports tokens/s and model-FLOPs utilisation
 ``MFU = 6 * params * tokens/s / (num_devices * peak FLOP/s)`` (``--peak-tflops`` per device, default
 989 = H100 SXM dense bf16; the 6N rule ignores attention FLOPs, so MFU is slightly understated).
-Use ``--microbatches`` to bound activation memory (the 256k-vocabulary logits dominate).
+Use ``--microbatches`` to bound activation memory (the 256k-vocabulary logits dominate). The two JAX
+steps (per row, per group) are timed one after the other there, each with its own train state
+freed before the next is built, not interleaved.
 
 The CPU table also gives model-FLOPs utilisation (``flops.train_step_flops`` with only the completion
 positions unembedded, the same figure for both rows, over a nominal peak derived from
@@ -415,40 +417,52 @@ def _bench(args, record: dict) -> str:
     # Two JAX steps on the same weights and batch: every row runs its own prompt (group_size=1),
     # and each prompt runs once per group of G samples (group_size=G, what the RL learner step
     # does), its keys / values shared by the group's completions.
-    holders, runs, jax_losses = [], [], []
-    for group in (1, args.samples):
+    jax_losses = []
+
+    def make_run(group):
         state, shardings = TR.create_train_state(cfg, tx, mesh, args.seed, params=host_params)
         step_fn = TR.jit_train_step(tx, cfg, loss_cfg, shardings, mesh, group_size=group)
         holder, losses_g = {"state": state}, []
 
-        def run_jax(holder=holder, step_fn=step_fn, losses_g=losses_g):
+        def run_jax():
             holder["state"], m = step_fn(holder["state"], batch)
             jax.block_until_ready(holder["state"])
             losses_g.append(float(m["loss"]))
 
-        holders.append(holder)
-        runs.append(run_jax)
         jax_losses.append(losses_g)
-    holder = holders[0]
-    n_params = sum(int(x.size) for x in jax.tree.leaves(holder["state"].params))
+        return holder, run_jax
 
     faults_jax: list[int] = []
     faults_shared: list[int] = []
     faults_torch: list[int] = []
-    fns = [_counting_faults(runs[0], faults_jax), _counting_faults(runs[1], faults_shared)]
-    if hf is None:
-        t_jax, t_shared = interleaved_medians(fns, args.repeats)
+    if big:
+        # One train state at a time (two 2B states with Adam do not fit every accelerator):
+        # the two steps are timed one after the other, not interleaved.
+        times = []
+        for group, faults in ((1, faults_jax), (args.samples, faults_shared)):
+            holder, run = make_run(group)
+            times.append(_median_time(_counting_faults(run, faults), args.repeats))
+            if group == 1:
+                holder.clear()
+        t_jax, t_shared = times
     else:
-        import torch
-        import transformers
+        holder, run_rows = make_run(1)
+        _, run_shared = make_run(args.samples)
+        fns = [_counting_faults(run_rows, faults_jax), _counting_faults(run_shared, faults_shared)]
+        if hf is None:
+            t_jax, t_shared = interleaved_medians(fns, args.repeats)
+        else:
+            import torch
+            import transformers
 
-        torch_step, torch_losses = _torch_step_fn(
-            hf, prompt, tokens, mask, weights, args.samples, lr
-        )
-        # Interleaved rounds: all steps see the same background load.
-        t_jax, t_shared, t_torch = interleaved_medians(
-            [*fns, _counting_faults(torch_step, faults_torch)], args.repeats
-        )
+            torch_step, torch_losses = _torch_step_fn(
+                hf, prompt, tokens, mask, weights, args.samples, lr
+            )
+            # Interleaved rounds: all steps see the same background load.
+            t_jax, t_shared, t_torch = interleaved_medians(
+                [*fns, _counting_faults(torch_step, faults_torch)], args.repeats
+            )
+    n_params = sum(int(x.size) for x in jax.tree.leaves(holder["state"].params))
     rows = [
         (
             f"passk_jax `jit_train_step`, a prompt pass per row ({cfg.dtype} compute)",
