@@ -91,6 +91,34 @@ METHODS: dict[str, tuple[str, dict]] = {
     "graded pkpo k1": ("graded,k=1", {}),
     "graded pkpo k4": ("graded,k=4", {}),
 }
+PART1 = list(METHODS)
+# Part 2 (``--part 2``): the k x learning-rate grid, a stronger entropy bonus, and the matched
+# variants of the weighting atlas (Chen's advantage without its 1/sigma; group-centred PKPO).
+METHODS |= {
+    "chen analytical k4 lr x2": (f"adv=passk,k=4,lr={2 * BASE_LR:g}", {}),
+    "chen analytical k8 lr x2": (f"adv=passk,k=8,lr={2 * BASE_LR:g}", {}),
+    "grpo entropy reg 0.03": ("adv=grpo,ent=0.03", {}),
+    "chen k4 without 1/sigma": ("adv=passk_unnormalised,k=4", {}),
+    "pkpo centred k4": ("adv=pkpo_centred,k=4", {}),
+}
+
+# The methods of each part of the study. Part 1 is the first study (its results file is
+# ``claims.md``); part 2 re-runs its comparators with the newer methods from fresh warm starts, so
+# every pair in part 2 comes from one code version (``claims_part2.md``).
+PARTS: dict[int, list[str]] = {
+    1: PART1,
+    2: [
+        "grpo (pass@1)",
+        "pkpo k4",
+        "chen analytical k4",
+        "chen analytical k8",
+        "chen analytical k4 lr x2",
+        "chen analytical k8 lr x2",
+        "grpo entropy reg 0.03",
+        "chen k4 without 1/sigma",
+        "pkpo centred k4",
+    ],
+}
 
 # (source, claim, A, B, metric, test): the verdict is on A - B. test: "sup" (A > B), "inf" (A < B)
 # or ("equiv", margin in points).
@@ -337,6 +365,87 @@ CLAIMS: list[tuple[str, str, str, str, str, object]] = [
         "maxg@1",
         "equiv",
     ),
+    # Part 2.
+    (
+        "Chen",
+        "a larger LR speeds up k = 4 (x2 vs x1)",
+        "chen analytical k4 lr x2",
+        "chen analytical k4",
+        "train_reward_auc",
+        "sup",
+    ),
+    (
+        "Chen",
+        "a larger LR speeds up k = 8 (x2 vs x1)",
+        "chen analytical k8 lr x2",
+        "chen analytical k8",
+        "train_reward_auc",
+        "sup",
+    ),
+    (
+        "Chen",
+        "a larger LR compensates: k = 8 at x2 LR learns as fast as k = 4 at x1",
+        "chen analytical k8 lr x2",
+        "chen analytical k4",
+        "train_reward_auc",
+        "equiv",
+    ),
+    (
+        "Chen",
+        "k = 8 at x2 LR keeps pass@4 of k = 4 at x1",
+        "chen analytical k8 lr x2",
+        "chen analytical k4",
+        "pass@4",
+        "equiv",
+    ),
+    (
+        "Chen",
+        "entropy regularisation (0.03) raises entropy over Pass@1 training",
+        "grpo entropy reg 0.03",
+        "grpo (pass@1)",
+        "entropy",
+        "sup",
+    ),
+    (
+        "Chen",
+        "entropy regularisation (0.03) loses to Pass@k (pass@4)",
+        "grpo entropy reg 0.03",
+        "chen analytical k4",
+        "pass@4",
+        "inf",
+    ),
+    (
+        "atlas",
+        "Chen's 1/sigma helps: analytical k4 beats it without 1/sigma (pass@4)",
+        "chen analytical k4",
+        "chen k4 without 1/sigma",
+        "pass@4",
+        "sup",
+    ),
+    (
+        "atlas",
+        "without 1/sigma, Chen k4 matches PKPO k4 (pass@4)",
+        "chen k4 without 1/sigma",
+        "pkpo k4",
+        "pass@4",
+        "equiv",
+    ),
+    (
+        "atlas",
+        "group-centred PKPO k4 matches PKPO k4 (pass@4)",
+        "pkpo centred k4",
+        "pkpo k4",
+        "pass@4",
+        "equiv",
+    ),
+    (
+        "atlas",
+        "PKPO k4 matches Chen analytical k4 (pass@4)",
+        "pkpo k4",
+        "chen analytical k4",
+        "pass@4",
+        "equiv",
+    ),
 ]
 
 METRICS = (
@@ -428,7 +537,7 @@ def _verdict(test, a: list[float], b: list[float], margin: float):
 
 def write_results(args, results_md: str) -> str:
     table = {}  # name -> {(w, s): metrics}
-    for name in METHODS:
+    for name in PARTS[args.part]:
         cell = {}
         for w in range(args.warm):
             for s in range(args.seeds):
@@ -436,8 +545,10 @@ def write_results(args, results_md: str) -> str:
                 if m is not None:
                     cell[(w, s)] = m
         table[name] = cell
+    title = "Every claim on one footing" + (f", part {args.part}" if args.part > 1 else "")
     lines = [
-        "# Every claim on one footing (`experiments/claims.py`)",
+        f"# {title} (`experiments/claims.py"
+        + (f" --part {args.part}`)" if args.part > 1 else "`)"),
         "",
         "Written by the script from the runs it made"
         + (" (**quick smoke mode: not a result**)" if args.quick else "")
@@ -457,6 +568,8 @@ def write_results(args, results_md: str) -> str:
     ]
     verdicts = []
     for source, claim, a_name, b_name, metric, test in CLAIMS:
+        if a_name not in table or b_name not in table:
+            continue  # a claim of the other part
         a, b, pairs = stats.align_pairs(
             {p: m[metric] for p, m in table[a_name].items()},
             {p: m[metric] for p, m in table[b_name].items()},
@@ -507,15 +620,17 @@ def write_results(args, results_md: str) -> str:
             if times
             else f"| {name} | {len(cell)} | " + " | ".join(vals) + " | - |"
         )
-    fig_dir = os.path.join(os.path.dirname(results_md), "claims")
+    fig_dir = os.path.splitext(results_md)[0]  # claims.md -> claims/
+    fig_rel = os.path.basename(fig_dir)
     os.makedirs(fig_dir, exist_ok=True)
-    _plot_curves(table, os.path.join(fig_dir, "curves.png"))
+    groups = CURVE_GROUPS if args.part == 1 else CURVE_GROUPS_2
+    _plot_curves(table, os.path.join(fig_dir, "curves.png"), groups)
     _plot_verdicts(verdicts, os.path.join(fig_dir, "verdicts.png"))
     lines += [
         "",
-        "![training curves](claims/curves.png)",
+        f"![training curves]({fig_rel}/curves.png)",
         "",
-        "![claims: paired differences with 95% CIs](claims/verdicts.png)",
+        f"![claims: paired differences with 95% CIs]({fig_rel}/verdicts.png)",
     ]
     text = "\n".join(lines) + "\n"
     tmp = f"{results_md}.{os.getpid()}.tmp"
@@ -556,18 +671,21 @@ CURVE_GROUPS = {
     "Chen variants": ["chen sequential 1->4->1", "chen combination k4", "chen entropy-adaptive k4", "chen exceeding k4"],
     "baselines, k / LR": ["grpo noise 30%", "grpo entropy reg 0.003", "chen analytical k8", "chen analytical k8 lr x4"],
 }  # fmt: skip
+CURVE_GROUPS_2 = {
+    "k x learning rate": ["chen analytical k4", "chen analytical k8", "chen analytical k4 lr x2", "chen analytical k8 lr x2"],
+    "entropy bonus": ["grpo (pass@1)", "grpo entropy reg 0.03", "chen analytical k4"],
+    "matched variants": ["chen analytical k4", "chen k4 without 1/sigma", "pkpo k4", "pkpo centred k4"],
+}  # fmt: skip
 
 
-def _plot_curves(table, path: str) -> None:
+def _plot_curves(table, path: str, groups: dict[str, list[str]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        2, len(CURVE_GROUPS), figsize=(4 * len(CURVE_GROUPS), 6.4), sharex=True
-    )
-    for j, (title, names) in enumerate(CURVE_GROUPS.items()):
+    fig, axes = plt.subplots(2, len(groups), figsize=(4 * len(groups), 6.4), sharex=True)
+    for j, (title, names) in enumerate(groups.items()):
         for name in names:
             cell = table.get(name) or {}
             for i, key in enumerate(("curve_reward", "curve_entropy")):
@@ -616,6 +734,13 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--part",
+        type=int,
+        default=1,
+        choices=sorted(PARTS),
+        help="1: the first study (claims.md); 2: k x LR grid, entropy bonus, matched variants",
+    )
     p.add_argument("--warm", type=int, default=2, help="independent warm starts")
     p.add_argument("--seeds", type=int, default=4, help="RL seeds per warm start")
     p.add_argument("--steps", type=int, default=60, help="RL steps per run")
@@ -625,26 +750,32 @@ def main(argv=None) -> None:
         "--methods", default="", help="comma-separated subset of the methods (default all)"
     )
     p.add_argument("--shard", default="0/1", help="i/N: every N-th run starting at i")
-    p.add_argument("--out", default=os.path.join(ROOT, "runs", "claims"))
+    p.add_argument("--out", default=None, help="default runs/claims (part 2: runs/claims_part2)")
     p.add_argument(
         "--results",
         default=None,
         help="default experiments/results/claims.md (quick: inside the quick run directory)",
     )
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(
+            ROOT, "runs", "claims" + ("" if args.part == 1 else f"_part{args.part}")
+        )
     if args.quick:
         args.out += "_quick"
         args.steps, args.sft_steps, args.seeds = 4, 20, 2
     if args.results is None:
+        stem = "claims" + ("" if args.part == 1 else f"_part{args.part}")
         args.results = (
-            os.path.join(args.out, "claims.md")
+            os.path.join(args.out, f"{stem}.md")
             if args.quick
-            else os.path.join(ROOT, "experiments", "results", "claims.md")
+            else os.path.join(ROOT, "experiments", "results", f"{stem}.md")
         )
-    names = [n for n in args.methods.split(",") if n] or list(METHODS)
-    unknown = [n for n in names if n not in METHODS]
+    part = PARTS[args.part]
+    names = [n for n in args.methods.split(",") if n] or list(part)
+    unknown = [n for n in names if n not in part]
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; known: {list(METHODS)}")
+        raise SystemExit(f"unknown methods {unknown} for part {args.part}; known: {part}")
     logging.set_verbosity(logging.WARNING)
     os.makedirs(args.out, exist_ok=True)
     warms = {w: make_warm_start(args, w) for w in range(args.warm)}

@@ -77,6 +77,7 @@ class PlanResult:
     # temp_bytes / total_bytes are the temporaries it reported, and the other sizes are unknown (-1).
     compile_error: str | None = None
     program: str = "train step"  # or "sampler prefill" / "sampler decode" (:func:`plan_sampler`)
+    group_size: int = 1  # rows per shared prompt pass the step was compiled for (train step)
 
     @property
     def fits(self) -> bool | None:
@@ -175,6 +176,7 @@ def plan_train_step(
         completion_len=completion_len,
         num_microbatches=loss_config.num_microbatches,
         model_flops=model_flops,
+        group_size=group_size if loss_config.share_prompts else 1,
     )
     with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
         return _compiled_result(lambda: step.lower(state, batch_abs).compile(), common)[0]
@@ -383,13 +385,16 @@ def plan_config(
     memory_bytes: float | None = None,
     prompt_len: int | None = None,
     completion_len: int | None = None,
+    loss_overrides: dict[str, Any] | None = None,
 ) -> PlanResult:
     """:func:`plan_train_step` for a run config (``ml_collections.ConfigDict`` of a config file).
 
     The step's batch is ``rl.prompts_per_step x rl.num_samples`` sequences of ``max_prompt_len`` +
     ``rl.max_new_tokens`` tokens, or ``batch_per_device`` x devices sequences when given.
-    ``overrides`` replace model-architecture fields (e.g. ``{"remat": "full"}``); ``prompt_len`` /
-    ``completion_len`` replace the config's token lengths.
+    ``overrides`` replace model-architecture fields (e.g. ``{"remat": "full"}``);
+    ``loss_overrides`` replace ``config.loss`` entries (e.g. ``{"share_prompts": True}``, typed as
+    :func:`parse_loss_overrides` gives them); ``prompt_len`` / ``completion_len`` replace the
+    config's token lengths.
     """
     from passk_jax import train as TR
 
@@ -397,6 +402,7 @@ def plan_config(
     loss = {
         k: v for k, v in dict(config.loss).items() if k not in ("temperature", "top_k", "top_p")
     }
+    loss.update(loss_overrides or {})
     rl_c = config.rl
     loss_config = TR.LossConfig(
         **loss,
@@ -425,7 +431,7 @@ def plan_config(
         completion_len=int(completion_len or rl_c.max_new_tokens),
         target=target,
         memory_bytes=memory_bytes,
-        group_size=math.gcd(int(rl_c.num_samples), batch),
+        group_size=math.gcd(int(rl_c.num_samples), batch) if loss_config.share_prompts else 1,
     )
 
 
@@ -496,16 +502,29 @@ def _default_prompt_len(config) -> int:
 
 
 def largest_fitting_batch(
-    config, devices, *, limit: int = 1024, **kw
+    config,
+    devices,
+    *,
+    limit: int = 1024,
+    known: dict[int, PlanResult] | None = None,
+    **kw,
 ) -> tuple[int | None, list[PlanResult]]:
     """The largest per-device batch (a multiple of the micro-batch count) that fits, by doubling
-    then bisection; each probe is one compilation. ``kw`` as for :func:`plan_config`. Returns
-    ``(batch_per_device or None, probes)``."""
-    micro = int(config.loss.get("num_microbatches", 1))
+    then bisection; each probe is one compilation. ``kw`` as for :func:`plan_config`; ``known``
+    maps per-device batches already compiled with the same settings to their results (not compiled
+    again, not repeated in the probes). Returns ``(batch_per_device or None, probes)``."""
+    micro = int(
+        (kw.get("loss_overrides") or {}).get(
+            "num_microbatches", config.loss.get("num_microbatches", 1)
+        )
+    )
     probes: list[PlanResult] = []
+    known = dict(known or {})
     kw = {**kw, "prompt_len": _config_prompt_len(config, kw.get("prompt_len"))}  # find it once
 
     def fits(b):
+        if b in known:
+            return bool(known[b].fits)
         r = plan_config(config, devices, batch_per_device=b, **kw)
         probes.append(r)
         return bool(r.fits)
@@ -538,10 +557,11 @@ def _gb(x: float | None) -> str:
 
 def format_table(results: Sequence[PlanResult]) -> str:
     head = (
-        "| program | target | mesh | batch (seq) | tokens | micro | arguments | outputs | aliased | "
-        "temporaries | total / device | device memory | fits | XLA TFLOPs | model TFLOPs |"
+        "| program | target | mesh | batch (seq) | tokens | micro | prompt group | arguments | "
+        "outputs | aliased | temporaries | total / device | device memory | fits | XLA TFLOPs | "
+        "model TFLOPs |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in results:
         mesh = "x".join(f"{k}={v}" for k, v in r.mesh.items())
         flops = "-" if r.flops is None else f"{r.flops / 1e12:.2f}"
@@ -550,12 +570,47 @@ def format_table(results: Sequence[PlanResult]) -> str:
             fits = "no (the compiler refused: out of memory)"
         lines.append(
             f"| {r.program} | {r.target} | {mesh} | {r.batch} | {r.prompt_len}+{r.completion_len} | "
-            f"{r.num_microbatches} | {_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "
+            f"{r.num_microbatches} | {r.group_size if r.program == 'train step' else '-'} | "
+            f"{_gb(r.argument_bytes)} | {_gb(r.output_bytes)} | "
             f"{_gb(r.alias_bytes)} | {_gb(r.temp_bytes)} | **{_gb(r.total_bytes)}** | "
             f"{_gb(r.device_memory_bytes)} | {fits} | {flops} | "
             + (f"{r.model_flops / 1e12:.2f} |" if r.model_flops else "- |")
         )
     return "\n".join(lines)
+
+
+def parse_loss_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["share_prompts=true", "num_microbatches=4"]`` -> typed ``LossConfig`` values; an unknown
+    key or a value of the wrong type is refused with a message naming it."""
+    from passk_jax import train as TR
+
+    fields = {f.name: f for f in dataclasses.fields(TR.LossConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--loss-override {item!r}: expected KEY=VALUE.")
+        if key not in fields or key in ("temperature", "top_k", "top_p"):
+            known = sorted(set(fields) - {"temperature", "top_k", "top_p"})
+            raise SystemExit(
+                f"--loss-override {key!r}: not a loss option (known: {', '.join(known)}; the "
+                "sampling settings come from the config's rl section)."
+            )
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1")
+            elif isinstance(default, (int, float)):
+                out[key] = type(default)(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise SystemExit(
+                f"--loss-override {key}={value!r}: expected a {type(default).__name__}."
+            ) from None
+    return out
 
 
 def _parse_override(items: Sequence[str]) -> dict[str, Any]:
@@ -612,6 +667,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="Gemma2Config field, e.g. remat=full or activation_batch_axes=data,fsdp",
     )
+    p.add_argument(
+        "--loss-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config.loss entry, e.g. share_prompts=true or num_microbatches=4",
+    )
     p.add_argument("--prompt-len", type=int, help="prompt tokens (default: config max_prompt_len)")
     p.add_argument(
         "--completion-len", type=int, help="completion tokens (default: rl.max_new_tokens)"
@@ -622,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(args.config)
     devices, target = _devices(args.topology, args.devices)
     overrides = _parse_override(args.model_override)
+    loss_overrides = parse_loss_overrides(args.loss_override)
     memory = args.memory_gb * 1e9 if args.memory_gb else None
     kw = {
         "target": target,
@@ -631,15 +694,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "completion_len": args.completion_len,
     }
     results = []
+    known: dict[int, PlanResult] = {}
     if not args.no_train_step:
-        results.append(plan_config(config, devices, batch_per_device=args.batch_per_device, **kw))
+        results.append(
+            plan_config(
+                config,
+                devices,
+                batch_per_device=args.batch_per_device,
+                loss_overrides=loss_overrides,
+                **kw,
+            )
+        )
+        known[results[-1].batch // results[-1].num_devices] = results[-1]
     if args.sampler:
         results += plan_config_sampler(
             config, devices, shard_rows=not args.sampler_rows_replicated, **kw
         )
     best = None
     if args.search:
-        best, probes = largest_fitting_batch(config, devices, **kw)
+        best, probes = largest_fitting_batch(
+            config, devices, known=known, loss_overrides=loss_overrides, **kw
+        )
         results += probes
     print(format_table(results))
     if args.search:

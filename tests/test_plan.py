@@ -1,6 +1,7 @@
 """The ahead-of-time planner reports exactly what XLA reports for the run's own compiled step."""
 
 import json
+import math
 
 import jax
 import numpy as np
@@ -202,3 +203,56 @@ def test_sampler_plan_matches_the_real_programs_and_shards_the_rows():
     unsharded = SMP._prefill(params, toks, mask, rng, pad_id=pad, **kw)
     assert unsharded.cache["layer_0"]["k"].sharding.shard_shape(k.shape)[0] == p * g
     assert decode_memory(unsharded, None).argument_size_in_bytes > mem.argument_size_in_bytes
+
+
+def test_loss_overrides_are_typed_and_checked():
+    """--loss-override values take the LossConfig field's type; unknown keys, the sampling fields
+    (which come from the rl section) and badly typed values are refused naming the key."""
+    assert PL.parse_loss_overrides(["share_prompts=false", "num_microbatches=4"]) == {
+        "share_prompts": False,
+        "num_microbatches": 4,
+    }
+    assert PL.parse_loss_overrides(["kl_coef=0.5"]) == {"kl_coef": 0.5}
+    for bad, key in [
+        (["share_prompt=true"], "share_prompt"),
+        (["temperature=0.5"], "temperature"),
+        (["share_prompts=maybe"], "share_prompts"),
+        (["num_microbatches=two"], "num_microbatches"),
+        (["num_microbatches"], "num_microbatches"),
+    ]:
+        with pytest.raises(SystemExit, match=key):
+            PL.parse_loss_overrides(bad)
+
+
+def test_plan_config_compiles_the_group_path_only_when_prompts_are_shared():
+    """plan_config compiles the prompt-sharing step (group = samples per prompt) unless the loss
+    turns sharing off, and records which one it compiled."""
+    config = PL._load("passk_jax/configs/maze_tiny.py:quick")
+    devices = jax.devices()[:2]
+    shared = PL.plan_config(config, devices, batch_per_device=4)
+    per_row = PL.plan_config(
+        config, devices, batch_per_device=4, loss_overrides={"share_prompts": False}
+    )
+    assert shared.group_size == math.gcd(int(config.rl.num_samples), 8) > 1
+    assert per_row.group_size == 1
+    assert shared.flops != per_row.flops  # two different programs were compiled
+
+
+def test_search_reuses_known_results(monkeypatch):
+    """A per-device batch already compiled (the CLI's main plan) is not compiled again."""
+    config = PL._load("passk_jax/configs/maze_tiny.py:quick")
+    config.loss.num_microbatches = 2
+    calls = []
+
+    def fake(config, devices, *, batch_per_device, memory_bytes=None, **kw):
+        calls.append(batch_per_device)
+        return PL.PlanResult(
+            "fake", 1, {}, batch_per_device, 1, 1, 2, 0, 0, 0, batch_per_device,
+            batch_per_device, 9, None,
+        )  # fmt: skip
+
+    monkeypatch.setattr(PL, "plan_config", fake)
+    known = {2: fake(config, None, batch_per_device=2)}
+    calls.clear()
+    best, probes = PL.largest_fitting_batch(config, [None], prompt_len=1, known=known)
+    assert best == 8 and 2 not in calls and [p.batch for p in probes] == calls

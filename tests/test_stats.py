@@ -140,7 +140,14 @@ def test_claims_study_verdicts_come_from_the_runs_it_finds(tmp_path):
     from experiments import claims as C
 
     args = types.SimpleNamespace(
-        warm=2, seeds=4, out=str(tmp_path / "runs"), quick=False, margin=3.0, steps=5, sft_steps=1
+        warm=2,
+        seeds=4,
+        out=str(tmp_path / "runs"),
+        quick=False,
+        margin=3.0,
+        steps=5,
+        sft_steps=1,
+        part=1,
     )
     rng = np.random.default_rng(0)
     pair_effect = rng.normal(0, 0.1, (2, 4))  # shared by every method of a (warm, seed) pair
