@@ -339,6 +339,12 @@ def _devices(topology: str | None, devices: str | None) -> tuple[list[Any], str]
         try:
             topo = topologies.get_topology_desc(topology, "tpu")
         except Exception as e:
+            if "lockfile" in str(e):
+                raise SystemExit(
+                    f"cannot describe TPU topology {topology!r}: libtpu is in use by another "
+                    "process on this machine (one libtpu process at a time); wait for it to end "
+                    f"({e})"
+                ) from None
             raise SystemExit(
                 f"cannot describe TPU topology {topology!r}: {e}\nTPU ahead-of-time compilation "
                 "needs libtpu matching the installed jax (for jax 0.10.2: pip install "

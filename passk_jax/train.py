@@ -65,6 +65,9 @@ __all__ = [
 ]
 
 
+MICRO_SPLITS = L.MICRO_SPLITS
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Loss options (hashable: a static argument of the jitted step).
@@ -83,6 +86,10 @@ class LossConfig:
         run each group's prompt through the model once and share its keys / values among the
         group's completions (``completion_logits(..., group_size)``): the same loss and gradients
         up to float32 rounding, fewer FLOPs.
+      micro_split: ``"strided"`` (default: micro-batch i takes rows i, i + m, ..., so with the
+        batch sharded along its rows every micro-batch spans the whole mesh) or ``"contiguous"``
+        (row blocks; each micro-batch sits on 1 / m of the batch devices). The sum over
+        micro-batches is the same either way; see :func:`micro_layout` for prompt groups.
     """
 
     policy_loss: str = "reinforce"
@@ -97,11 +104,16 @@ class LossConfig:
     top_p: float | None = None
     num_microbatches: int = 1
     share_prompts: bool = True
+    micro_split: str = "strided"
 
     def __post_init__(self):
         L.check_options(self.policy_loss, self.aggregation, self.kl_estimator)
         if self.num_microbatches < 1:
             raise ValueError(f"`num_microbatches` must be >= 1, got {self.num_microbatches}.")
+        if self.micro_split not in MICRO_SPLITS:
+            raise ValueError(
+                f"`micro_split` must be one of {MICRO_SPLITS}, got {self.micro_split!r}."
+            )
         if not self.temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
 
@@ -380,30 +392,76 @@ def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossCo
     return loss, sums
 
 
-def _split_micro(batch: Mapping[str, Array], m: int) -> dict[str, Array]:
+def _split_micro(batch: Mapping[str, Array], m: int, strided: bool) -> dict[str, Array]:
+    """``[B, ...] -> [m, B / m, ...]``. Strided: micro-batch i holds rows i, i + m, i + 2m, ...,
+    so a batch sharded over devices along B gives every micro-batch rows on every device (no
+    resharding between micro-batches); contiguous: rows i B / m ... (i + 1) B / m - 1."""
+    if strided:
+        return {
+            k: jnp.swapaxes(v.reshape(v.shape[0] // m, m, *v.shape[1:]), 0, 1)
+            for k, v in batch.items()
+        }
     return {k: v.reshape(m, v.shape[0] // m, *v.shape[1:]) for k, v in batch.items()}
 
 
-def _accumulate(loss_fn, params, batch, m: int):
-    """Sum of (loss, grads, aux sums) over ``m`` micro-batches (exact: losses are pre-normalised)."""
+def micro_layout(b: int, group_size: int, cfg: LossConfig) -> tuple[bool, int]:
+    """``(strided, group)``: how ``train_step`` splits ``b`` rows into ``cfg.num_microbatches``
+    micro-batches, and how many consecutive rows of a micro-batch share one prompt pass.
+
+    Strided (``cfg.micro_split == "strided"``, the default) when the prompt groups split evenly
+    into the micro-batches (``group_size`` 1 or divisible by m: a micro-batch then holds
+    ``group_size / m`` consecutive rows of each group); otherwise contiguous, where groups stay
+    whole when ``group_size`` divides B / m and aligned sub-groups of the gcd share the prompt
+    otherwise."""
+    m = cfg.num_microbatches
+    g = group_size if cfg.share_prompts else 1
+    if m == 1:
+        return False, math.gcd(g, b)
+    if cfg.micro_split == "contiguous" or (g > 1 and g % m):
+        return False, math.gcd(g, b // m)
+    return True, math.gcd(g // m if g > 1 else 1, b // m)
+
+
+def _accumulate(loss_fn, params, batch, m: int, strided: bool = False):
+    """Sum of (loss, grads, aux sums) over ``m`` micro-batches (exact: losses are pre-normalised).
+
+    Strided micro-batches are read in place: the batch is viewed as ``[B / m, m, ...]`` (a
+    reshape that keeps its row sharding) and step i takes index i of the second axis, so no
+    transposed copy of the batch is made."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if m == 1:
         (loss, sums), grads = grad_fn(params, batch)
         return loss, grads, sums
 
-    micro = _split_micro(batch, m)
+    if strided:
+        view = {k: v.reshape(v.shape[0] // m, m, *v.shape[1:]) for k, v in batch.items()}
 
-    def body(carry, mb):
-        (loss, sums), grads = grad_fn(params, mb)
+        def take(i):
+            return {
+                k: jax.lax.dynamic_index_in_dim(v, i, axis=1, keepdims=False)
+                for k, v in view.items()
+            }
+
+        xs = jnp.arange(m)
+    else:
+        micro = _split_micro(batch, m, strided=False)
+
+        def take(mb):
+            return mb
+
+        xs = micro
+
+    def body(carry, x):
+        (loss, sums), grads = grad_fn(params, take(x))
         acc = jax.tree.map(jnp.add, carry, (loss, grads, sums))
         return acc, None
 
-    zero_mb = jax.tree.map(lambda x: x[0], micro)
+    zero_mb = jax.tree.map(lambda x: x[0], _split_micro(batch, m, strided))
     shapes = jax.eval_shape(grad_fn, params, zero_mb)
     init = jax.tree.map(
         lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0][0], shapes[1], shapes[0][1])
     )
-    (loss, grads, sums), _ = jax.lax.scan(body, init, micro)
+    (loss, grads, sums), _ = jax.lax.scan(body, init, xs)
     return loss, grads, sums
 
 
@@ -439,14 +497,12 @@ def train_step(
     b = batch["tokens"].shape[0]
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    # Groups stay whole inside a micro-batch of B / m rows when g divides it; otherwise the
-    # largest common divisor (aligned sub-groups of a group share its prompt too).
-    group = math.gcd(group_size, b // cfg.num_microbatches) if cfg.share_prompts else 1
+    strided, group = micro_layout(b, group_size, cfg)
 
     def loss_fn(params, mb):
         return _loss_and_metrics(params, state.ref_params, mb, norm, model_config, cfg, group)
 
-    loss, grads, sums = _accumulate(loss_fn, state.params, batch, cfg.num_microbatches)
+    loss, grads, sums = _accumulate(loss_fn, state.params, batch, cfg.num_microbatches, strided)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ntok = jnp.maximum(sums["num_tokens"], 1.0)
@@ -464,7 +520,13 @@ def train_step(
     if "kl" in sums:
         metrics["kl"] = sums["kl"] / ntok
     if group > 1:
-        metrics["prompt_group_mismatch"] = _group_mismatch(batch, group)
+        prompts = {k: batch[k] for k in ("prompt_tokens", "prompt_mask")}
+        if cfg.num_microbatches > 1:  # the rows in the order the micro-batches see them
+            prompts = {
+                k: v.reshape(b, *v.shape[2:])
+                for k, v in _split_micro(prompts, cfg.num_microbatches, strided).items()
+            }
+        metrics["prompt_group_mismatch"] = _group_mismatch(prompts, group)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
 

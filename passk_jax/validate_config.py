@@ -265,6 +265,7 @@ def validate(config: Any, task: Any = None) -> None:
         ("policy_loss", L.POLICY_LOSSES),
         ("aggregation", L.AGGREGATIONS),
         ("kl_estimator", L.KL_ESTIMATORS),
+        ("micro_split", L.MICRO_SPLITS),
     ):
         if key in loss:
             c.one_of(f"loss.{key}", set(choices))
@@ -278,6 +279,7 @@ def validate(config: Any, task: Any = None) -> None:
         "entropy_coef",
         "num_microbatches",
         "share_prompts",
+        "micro_split",
         *SAMPLING_KEYS,
     }
     for key in sorted(set(loss) - known_loss):

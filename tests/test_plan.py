@@ -132,6 +132,19 @@ def test_clear_errors():
         PL._devices(None, "cpu:4096")
 
 
+def test_busy_libtpu_is_named(monkeypatch):
+    """A second libtpu process fails on libtpu's lockfile: the message says another process holds
+    it instead of suggesting a reinstall."""
+    from jax.experimental import topologies
+
+    def busy(*a, **k):
+        raise RuntimeError("ABORTED: Internal error when accessing libtpu multi-process lockfile.")
+
+    monkeypatch.setattr(topologies, "get_topology_desc", busy)
+    with pytest.raises(SystemExit, match="in use by another process"):
+        PL._devices("v5e:4x4", None)
+
+
 def test_compiler_out_of_memory_is_a_result_not_a_crash():
     """XLA's TPU compiler refuses a program that cannot fit (RESOURCE_EXHAUSTED); the planner reads
     the temporaries it reports (binary units) and marks the plan as not fitting."""

@@ -95,6 +95,60 @@ def test_microbatch_accumulation_is_exact():
             np.testing.assert_allclose(m1[0][key], m4[0][key], rtol=1e-5, err_msg=f"{agg} {key}")
 
 
+def test_micro_layout():
+    """Strided micro-batches whenever the prompt groups split evenly over them (a micro-batch then
+    holds g / m consecutive rows of each group); contiguous blocks otherwise or when asked."""
+    lc = lambda m, **kw: TR.LossConfig(num_microbatches=m, **kw)  # noqa: E731
+    assert TR.micro_layout(256, 16, lc(1)) == (False, 16)
+    assert TR.micro_layout(256, 16, lc(2)) == (True, 8)
+    assert TR.micro_layout(256, 1, lc(8)) == (True, 1)
+    assert TR.micro_layout(256, 16, lc(32)) == (False, 8)  # 16 % 32: contiguous, gcd(16, 8)
+    assert TR.micro_layout(12, 4, lc(6)) == (False, 2)
+    assert TR.micro_layout(256, 16, lc(2, micro_split="contiguous")) == (False, 16)
+    assert TR.micro_layout(256, 16, lc(2, share_prompts=False)) == (True, 1)
+    with pytest.raises(ValueError, match="micro_split"):
+        lc(2, micro_split="interleaved")
+
+
+def test_strided_micro_batches_span_the_mesh():
+    """On 8 devices (batch sharded over fsdp, activations constrained to the batch axes as the pod
+    recipes set them), strided micro-batches give the contiguous split's loss, gradient norm and
+    parameters, and their compiled step moves no batch rows between devices (no all-to-all or
+    collective-permute), which the contiguous split needs to bring each micro-batch (on 1 / m of
+    the devices) onto the whole mesh."""
+    import collections
+    import re
+
+    import optax
+
+    cfg = tiny_config(activation_batch_axes=("data", "fsdp"))
+    mesh = S.make_mesh({"data": 1, "fsdp": 8, "tensor": 1}, jax.devices()[:8])
+    tx = optax.sgd(0.1)
+    rows = _batch(0, p=8, g=4)
+    host = None
+    out, ops = {}, {}
+    for split in ("strided", "contiguous"):
+        lc = TR.LossConfig(num_microbatches=2, micro_split=split)
+        state, sh = TR.create_train_state(cfg, tx, mesh, seed=0, params=host)
+        host = host or jax.device_get(state.params)
+        step = TR.jit_train_step(tx, cfg, lc, sh, mesh, group_size=4)
+        batch = TR.make_batch(*rows, mesh=mesh)
+        with jax.set_mesh(mesh):
+            text = step.lower(state, batch).compile().as_text()
+            state, m = step(state, batch)
+        ops[split] = collections.Counter(
+            re.findall(r"= \S+ (all-to-all|collective-permute)\(", text)
+        )
+        out[split] = (jax.device_get(state.params), jax.device_get(m))
+    (p_s, m_s), (p_c, m_c) = out["strided"], out["contiguous"]
+    for key in ("loss", "grad_norm", "entropy", "num_tokens", "prompt_group_mismatch"):
+        np.testing.assert_allclose(m_s[key], m_c[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(jax.tree.leaves(p_s), jax.tree.leaves(p_c)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert sum(ops["strided"].values()) == 0, ops
+    assert ops["contiguous"]["collective-permute"] > 0, ops
+
+
 def test_reinforce_equals_ppo_on_policy():
     """At ratio 1 (old_logp = current logp) PPO's gradient equals REINFORCE's."""
     cfg = tiny_config()
@@ -220,7 +274,8 @@ def test_shared_prompt_pass_equals_per_row(remat):
     mesh = S.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     tx = optax.sgd(0.1)  # parameters compared tightly (Adam would amplify round-off)
     out = {}
-    for name, group, micro in [("rows", 1, 1), ("shared", g, 1), ("split", g, 6)]:
+    cases = [("rows", 1, 1), ("shared", g, 1), ("split", g, 6), ("strided", g, 2), ("rows/3", 1, 3)]
+    for name, group, micro in cases:
         lc = TR.LossConfig(num_microbatches=micro)
         host = jax.device_get(params)  # the step donates its state
         state, sh = TR.create_train_state(cfg, tx, mesh, seed=0, params=host)
@@ -229,9 +284,10 @@ def test_shared_prompt_pass_equals_per_row(remat):
         out[name] = (jax.device_get(state.params), jax.device_get(m))
     ref_params, ref_m = out["rows"]
     assert "prompt_group_mismatch" not in ref_m
-    for name in ("shared", "split"):
+    for name, group, micro in cases[1:]:
         prm, m = out[name]
-        assert float(m["prompt_group_mismatch"]) == 0.0
+        if group > 1:
+            assert float(m["prompt_group_mismatch"]) == 0.0
         np.testing.assert_allclose(m["loss"], ref_m["loss"], rtol=1e-5)
         np.testing.assert_allclose(m["grad_norm"], ref_m["grad_norm"], rtol=1e-4)
         for a, b_ in zip(jax.tree.leaves(prm), jax.tree.leaves(ref_params)):

@@ -60,6 +60,7 @@ BAD = [
     ("split sampling spec", lambda c: _set(c, "loss.temperature", 0.7), "loss.temperature"),
     ("micro-batches", lambda c: _set(c, "loss.num_microbatches", 5), "loss.num_microbatches"),
     ("share_prompts not a bool", lambda c: _set(c, "loss.share_prompts", "yes"), "loss.share_prompts"),
+    ("unknown micro_split", lambda c: _set(c, "loss.micro_split", "interleaved"), "loss.micro_split"),
     ("eval.ks > n", lambda c: _set(c, "eval.ks", [16]), "eval.ks"),
     ("bool steps", lambda c: _set(c, "rl.steps", True), "rl.steps"),
     ("rollout layout", lambda c: _set(c, "rl.rollout_layout", "fsdp"), "rl.rollout_layout"),
