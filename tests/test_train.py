@@ -284,7 +284,7 @@ def test_shared_prompt_pass_equals_per_row(remat):
         out[name] = (jax.device_get(state.params), jax.device_get(m))
     ref_params, ref_m = out["rows"]
     assert "prompt_group_mismatch" not in ref_m
-    for name, group, micro in cases[1:]:
+    for name, group, _ in cases[1:]:
         prm, m = out[name]
         if group > 1:
             assert float(m["prompt_group_mismatch"]) == 0.0
