@@ -27,7 +27,7 @@ AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")
 POLICY_LOSSES = ("reinforce", "ppo")
 KL_ESTIMATORS = ("k1", "k3")
 # How train_step splits a batch into gradient-accumulation micro-batches (train.micro_layout).
-MICRO_SPLITS = ("strided", "contiguous")
+MICRO_SPLITS = ("auto", "strided", "contiguous")
 
 __all__ = [
     "AGGREGATIONS",

@@ -86,10 +86,12 @@ class LossConfig:
         run each group's prompt through the model once and share its keys / values among the
         group's completions (``completion_logits(..., group_size)``): the same loss and gradients
         up to float32 rounding, fewer FLOPs.
-      micro_split: ``"strided"`` (default: micro-batch i takes rows i, i + m, ..., so with the
-        batch sharded along its rows every micro-batch spans the whole mesh) or ``"contiguous"``
-        (row blocks; each micro-batch sits on 1 / m of the batch devices). The sum over
-        micro-batches is the same either way; see :func:`micro_layout` for prompt groups.
+      micro_split: ``"strided"`` (micro-batch i takes rows i, i + m, ..., so with the batch
+        sharded along its rows every micro-batch spans the whole mesh), ``"contiguous"`` (row
+        blocks; each micro-batch sits on 1 / m of the batch devices) or ``"auto"`` (default:
+        strided unless the step shares prompt passes in groups, then contiguous, which keeps
+        groups whole). The sum over micro-batches is the same either way; see
+        :func:`micro_layout`.
     """
 
     policy_loss: str = "reinforce"
@@ -104,7 +106,7 @@ class LossConfig:
     top_p: float | None = None
     num_microbatches: int = 1
     share_prompts: bool = True
-    micro_split: str = "strided"
+    micro_split: str = "auto"
 
     def __post_init__(self):
         L.check_options(self.policy_loss, self.aggregation, self.kl_estimator)
@@ -408,16 +410,23 @@ def micro_layout(b: int, group_size: int, cfg: LossConfig) -> tuple[bool, int]:
     """``(strided, group)``: how ``train_step`` splits ``b`` rows into ``cfg.num_microbatches``
     micro-batches, and how many consecutive rows of a micro-batch share one prompt pass.
 
-    Strided (``cfg.micro_split == "strided"``, the default) when the prompt groups split evenly
-    into the micro-batches (``group_size`` 1 or divisible by m: a micro-batch then holds
-    ``group_size / m`` consecutive rows of each group); otherwise contiguous, where groups stay
-    whole when ``group_size`` divides B / m and aligned sub-groups of the gcd share the prompt
-    otherwise."""
+    ``micro_split="auto"`` is strided when no prompt pass is shared (``group_size`` 1 or
+    ``share_prompts`` off) and contiguous otherwise: contiguous blocks keep each group whole (one
+    prompt pass per group, not one per micro-batch), and the shared-prompt step with strided
+    micro-batches trips a compiler check of libtpu 0.0.42.1 (TPU ahead-of-time compilation of the
+    2B recipe aborts in memory-space assignment; ``benchmarks/results/plan.md``).
+    ``"strided"`` is honoured when the groups split evenly over the micro-batches (a micro-batch
+    then holds ``group_size / m`` consecutive rows of each group) and falls back to contiguous
+    otherwise. Contiguous: groups stay whole when ``group_size`` divides B / m; otherwise aligned
+    sub-groups of the gcd share the prompt."""
     m = cfg.num_microbatches
     g = group_size if cfg.share_prompts else 1
     if m == 1:
         return False, math.gcd(g, b)
-    if cfg.micro_split == "contiguous" or (g > 1 and g % m):
+    split = cfg.micro_split
+    if split == "auto":
+        split = "contiguous" if g > 1 else "strided"
+    if split == "contiguous" or (g > 1 and g % m):
         return False, math.gcd(g, b // m)
     return True, math.gcd(g // m if g > 1 else 1, b // m)
 

@@ -96,13 +96,15 @@ def test_microbatch_accumulation_is_exact():
 
 
 def test_micro_layout():
-    """Strided micro-batches whenever the prompt groups split evenly over them (a micro-batch then
-    holds g / m consecutive rows of each group); contiguous blocks otherwise or when asked."""
+    """auto: strided micro-batches without prompt groups, contiguous with them; strided on request
+    when the groups split evenly (a micro-batch then holds g / m consecutive rows of each group);
+    contiguous blocks otherwise or when asked."""
     lc = lambda m, **kw: TR.LossConfig(num_microbatches=m, **kw)  # noqa: E731
     assert TR.micro_layout(256, 16, lc(1)) == (False, 16)
-    assert TR.micro_layout(256, 16, lc(2)) == (True, 8)
-    assert TR.micro_layout(256, 1, lc(8)) == (True, 1)
-    assert TR.micro_layout(256, 16, lc(32)) == (False, 8)  # 16 % 32: contiguous, gcd(16, 8)
+    assert TR.micro_layout(256, 16, lc(2)) == (False, 16)  # auto: groups kept whole
+    assert TR.micro_layout(256, 16, lc(2, micro_split="strided")) == (True, 8)
+    assert TR.micro_layout(256, 1, lc(8)) == (True, 1)  # auto: no groups, strided
+    assert TR.micro_layout(256, 16, lc(32, micro_split="strided")) == (False, 8)  # 16 % 32
     assert TR.micro_layout(12, 4, lc(6)) == (False, 2)
     assert TR.micro_layout(256, 16, lc(2, micro_split="contiguous")) == (False, 16)
     assert TR.micro_layout(256, 16, lc(2, share_prompts=False)) == (True, 1)
@@ -276,7 +278,8 @@ def test_shared_prompt_pass_equals_per_row(remat):
     out = {}
     cases = [("rows", 1, 1), ("shared", g, 1), ("split", g, 6), ("strided", g, 2), ("rows/3", 1, 3)]
     for name, group, micro in cases:
-        lc = TR.LossConfig(num_microbatches=micro)
+        split = "strided" if name == "strided" else "auto"
+        lc = TR.LossConfig(num_microbatches=micro, micro_split=split)
         host = jax.device_get(params)  # the step donates its state
         state, sh = TR.create_train_state(cfg, tx, mesh, seed=0, params=host)
         step = TR.jit_train_step(tx, cfg, lc, sh, mesh, group_size=group)
