@@ -627,9 +627,19 @@ def _parse_override(items: Sequence[str]) -> dict[str, Any]:
             raise SystemExit(f"--model-override {item!r}: expected KEY=VALUE.")
         if key == "activation_batch_axes":
             out[key] = tuple(a for a in value.split(",") if a) or None
+        elif isinstance(_model_field_defaults().get(key), bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--model-override {key}={value!r}: expected true or false.")
+            out[key] = value.lower() in ("true", "1")
         else:
             out[key] = value
     return out
+
+
+def _model_field_defaults() -> dict[str, Any]:
+    from passk_jax.models import gemma2
+
+    return {f.name: f.default for f in dataclasses.fields(gemma2.Gemma2Config)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -269,3 +269,14 @@ def test_search_reuses_known_results(monkeypatch):
     calls.clear()
     best, probes = PL.largest_fitting_batch(config, [None], prompt_len=1, known=known)
     assert best == 8 and 2 not in calls and [p.batch for p in probes] == calls
+
+
+def test_model_overrides_type_booleans():
+    """A boolean Gemma2Config field given on the command line becomes a bool ("false" would
+    otherwise be a truthy string); a non-boolean value for it is refused."""
+    assert PL._parse_override(["matmul_projections=false", "remat=full"]) == {
+        "matmul_projections": False,
+        "remat": "full",
+    }
+    with pytest.raises(SystemExit, match="matmul_projections"):
+        PL._parse_override(["matmul_projections=no"])

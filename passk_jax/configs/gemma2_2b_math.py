@@ -33,7 +33,9 @@ FSDP / ZeRO-3 over every device, which is what a 2B model wants):
 * TPU v5e-128 (PKPO's v5litepod-128, 16 GiB HBM per chip): ``mesh=1x128x1`` (= the default),
   ``micro=2``: 256 sequences per step = 2 per chip, one per micro-batch. Compiled ahead of time for
   v5e:8x16 at 512 + 1024 tokens with this config's levers (full remat, activations on the batch
-  axes): 7.97 GB per chip (0.28 GB arguments, 7.69 GB temporaries), so it fits
+  axes) and the RL learner step's shared prompt pass (one per group of 16 samples): 10.94 GB per
+  chip (0.28 GB arguments, 10.66 GB temporaries), so it fits; 4 sequences per chip do not
+  (16.28 GB). The rollout needs 0.56 GB (prefill) / 1.13 GB (decode) per chip
   (``benchmarks/results/plan.md``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=8`` (4 sequences per GPU
   per micro-batch).
@@ -67,7 +69,9 @@ Arguments (comma-separated ``key=value`` or flags):
 
 * ``k=N``: constant k_opt (default 4); ``anneal``: k_opt 8 until ``anneal_at`` (default 1500), then 1.
 * ``model=2b|9b|27b`` (default 2b; 9b is PKPO's Table 1 setup, then use the 9B mesh advice of
-  ``gemma2_9b_arc.py``; 27b is not a PKPO setup, its v5e-128 plan is in
+  ``gemma2_9b_arc.py``; 27b is not a PKPO setup: on v5e-128 with ``micro=2`` it plans at 13.52 GB
+  per chip with ``matmul_projections=False`` (separate gate / up einsums) and a prompt pass per row,
+  both of which ``model=27b`` sets, and its rollout at 2.59 / 4.87 GB (prefill / decode);
   ``benchmarks/results/plan.md``).
 * ``ckpt=PATH`` (default ``~/models/gemma-2-2b``, or ``-9b`` / ``-27b``), ``format=hf|flax`` (default hf),
   ``tokenizer=PATH`` (default ``CKPT/tokenizer.model``).
@@ -138,6 +142,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     c.max_prompt_len = 64 if quick else 512  # our choice; longer prompts keep their last tokens
     config_lib.pretrained_model_sections(c, opts, kind=f"gemma2_{size}", ckpt=ckpt, quick=quick)
+    big = size == "27b" and not quick
+    if big:  # planned on v5e:8x16: 13.52 GB per chip with both, 20.07 GB with the fused matmuls
+        c.model.overrides["matmul_projections"] = False
 
     # ---- RL ----------------------------------------------------------------------------------------
     config_lib.rl_sections(
@@ -153,6 +160,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "clip_low": 0.2,
             "clip_high": 0.2,
             "num_microbatches": 2 if quick else 8,
+            # 27B: the shared prompt pass does not fit a v5e chip (50.23 GB, plan.md)
+            "share_prompts": not big,
         },
         learning_rate=1e-6,
         warmup_steps=0 if quick else 10,

@@ -142,6 +142,12 @@ class Gemma2Config:
     # Memory levers (no effect on the function computed; see ``REMAT_POLICIES`` / ``constrain``).
     remat: str = "none"
     activation_batch_axes: tuple[str, ...] | None = None
+    # True: the matmuls with hand-written gradients (attention projections of multi-token passes as
+    # 2-D matmuls on [in, out] weight views, the stacked GeGLU gate / up, the tied unembedding),
+    # which are faster on XLA:CPU; False: plain einsums on the stored layouts with autodiff
+    # gradients. Same function either way (tests/test_gemma2.py); the pod plans compare them in
+    # benchmarks/results/plan.md.
+    matmul_projections: bool = True
 
     def __post_init__(self):
         if self.remat not in REMAT_POLICIES:
@@ -411,7 +417,8 @@ class Attention(nn.Module):
             c, (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), name="kv_einsum"
         )()
         w_NHD = Weight(c, (n, h, d), ("heads", "head_dim", "embed"), name="attn_vec_einsum")()
-        if t == 1:  # decode: the weights as stored, no per-token weight transposes
+        einsums = t == 1 or not c.matmul_projections
+        if einsums:  # the weights as stored (decode: no per-token weight transposes)
             q_BTNH = jnp.einsum("BTD,NDH->BTNH", x_BTD, w_NDH.astype(dt))
             k_BTKH, v_BTKH = jnp.einsum("BTD,CKDH->CBTKH", x_BTD, w_CKDH.astype(dt))
         else:
@@ -462,7 +469,7 @@ class Attention(nn.Module):
             enc_BTKRH = enc_BKRH[:, None]
         else:
             enc_BTKRH = jnp.einsum("BKRTS,BKSH->BTKRH", probs_BKRTS, v_BKSH)
-        if t == 1:
+        if einsums:
             return jnp.einsum(
                 "BTNH,NHD->BTD", enc_BTKRH.reshape(b, t, n, h), w_NHD.astype(dt)
             ), new_cache
@@ -483,9 +490,16 @@ class FeedForward(nn.Module):
             self, "gating_einsum", (2, c.hidden_dim, c.embed_dim), (None, "mlp", "embed"), init, c
         )
         linear = _param(self, "linear", (c.hidden_dim, c.embed_dim), ("mlp", "embed"), init, c)
-        gate_up_BTCF = _matmul_wt(x_BTD, gating.astype(x_BTD.dtype), x_BTD.dtype)
-        gate_BTF, up_BTF = gate_up_BTCF[..., 0, :], gate_up_BTCF[..., 1, :]
+        if not c.matmul_projections:  # plain einsums, gate and up apart, autodiff gradients
+            w = gating.astype(x_BTD.dtype)
+            gate_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, w[0])
+            up_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, w[1])
+        else:
+            gate_up_BTCF = _matmul_wt(x_BTD, gating.astype(x_BTD.dtype), x_BTD.dtype)
+            gate_BTF, up_BTF = gate_up_BTCF[..., 0, :], gate_up_BTCF[..., 1, :]
         act_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
+        if not c.matmul_projections:
+            return jnp.einsum("BTF,FD->BTD", act_BTF, linear.astype(x_BTD.dtype))
         return _matmul_w(act_BTF, linear.astype(x_BTD.dtype))
 
 
@@ -597,7 +611,12 @@ class Gemma2(nn.Module):
         if gather is not None:
             x_BTD = jnp.take_along_axis(x_BTD, gather[:, :, None].astype(jnp.int32), axis=1)
             x_BTD = constrain(x_BTD, c.activation_batch_axes)
-        logits_BTV = _matmul_wt(x_BTD, emb_VD.astype(dtype), jnp.float32)
+        if c.matmul_projections:
+            logits_BTV = _matmul_wt(x_BTD, emb_VD.astype(dtype), jnp.float32)
+        else:
+            logits_BTV = jnp.einsum(
+                "BTD,VD->BTV", x_BTD, emb_VD.astype(dtype), preferred_element_type=jnp.float32
+            )
         return _softcap(logits_BTV.astype(jnp.float32), c.final_logit_softcap), new_cache
 
 
