@@ -30,9 +30,10 @@ Hardware and mesh (``mesh=DATAxFSDPxTENSOR``; default ``1x-1x1``: FSDP / ZeRO-3 
 * TPU v5e-128 (16 GiB HBM per chip): ``mesh=1x128x1`` (= the default), ``micro=2``: 2 sequences
   (1536 + 256 tokens) per chip per step, one per micro-batch. Compiled ahead of time for v5e:8x16
   with this config's levers (full remat, activations on the batch axes, a prompt pass per row):
-  9.49 GB per chip (0.91 GB arguments, 8.58 GB temporaries), so it fits; 4, 8 and 10 sequences per
-  chip (still ``micro=2``) also fit (9.48 / 15.20 / 14.87 GB); sharing one prompt pass per group of
-  16 samples (``loss.share_prompts``) would need 19.05 GB, so this recipe keeps it off. The rollout
+  9.49 GB per chip (0.91 GB arguments, 8.58 GB temporaries), so it fits; 4, 8, 10 and 12
+  sequences per chip (still ``micro=2``) also fit (9.48 / 15.20 / 14.87 / 13.44 GB), 16 do not
+  (16.70 GB); sharing one prompt pass per group of 16 samples (``loss.share_prompts``) would need
+  19.05 GB, so this recipe keeps it off. The rollout
   (16 prompts x 16 samples) needs 3.00 GB (prefill) / 3.94 GB (decode) per chip
   (``benchmarks/results/plan.md``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=16``: ~19 GB of state per
