@@ -757,15 +757,13 @@ def main(argv=None) -> None:
         help="default experiments/results/claims.md (quick: inside the quick run directory)",
     )
     args = p.parse_args(argv)
+    stem = "claims" + ("" if args.part == 1 else f"_part{args.part}")
     if args.out is None:
-        args.out = os.path.join(
-            ROOT, "runs", "claims" + ("" if args.part == 1 else f"_part{args.part}")
-        )
+        args.out = os.path.join(ROOT, "runs", stem)
     if args.quick:
         args.out += "_quick"
         args.steps, args.sft_steps, args.seeds = 4, 20, 2
     if args.results is None:
-        stem = "claims" + ("" if args.part == 1 else f"_part{args.part}")
         args.results = (
             os.path.join(args.out, f"{stem}.md")
             if args.quick

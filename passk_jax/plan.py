@@ -77,7 +77,8 @@ class PlanResult:
     # temp_bytes / total_bytes are the temporaries it reported, and the other sizes are unknown (-1).
     compile_error: str | None = None
     program: str = "train step"  # or "sampler prefill" / "sampler decode" (:func:`plan_sampler`)
-    group_size: int = 1  # rows per shared prompt pass the step was compiled for (train step)
+    # Rows of a micro-batch that share one prompt pass in the compiled step (train.micro_layout).
+    group_size: int = 1
 
     @property
     def fits(self) -> bool | None:
@@ -176,7 +177,7 @@ def plan_train_step(
         completion_len=completion_len,
         num_microbatches=loss_config.num_microbatches,
         model_flops=model_flops,
-        group_size=group_size if loss_config.share_prompts else 1,
+        group_size=TR.micro_layout(batch, group_size, loss_config)[1],
     )
     with jax.set_mesh(mesh):  # activation constraints (Gemma2Config.activation_batch_axes)
         return _compiled_result(lambda: step.lower(state, batch_abs).compile(), common)[0]
@@ -437,7 +438,7 @@ def plan_config(
         completion_len=int(completion_len or rl_c.max_new_tokens),
         target=target,
         memory_bytes=memory_bytes,
-        group_size=math.gcd(int(rl_c.num_samples), batch) if loss_config.share_prompts else 1,
+        group_size=math.gcd(int(rl_c.num_samples), batch),
     )
 
 
@@ -585,61 +586,64 @@ def format_table(results: Sequence[PlanResult]) -> str:
     return "\n".join(lines)
 
 
+def _typed(flag: str, key: str, value: str, default: Any) -> Any:
+    """``value`` as the type of the dataclass field ``key``'s ``default`` (bool / int / float, else
+    the string); a value that is not of that type is refused naming the flag and key."""
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if isinstance(default, (int, float)):
+            return type(default)(value)
+        return value
+    except ValueError:
+        raise SystemExit(f"{flag} {key}={value!r}: expected a {type(default).__name__}.") from None
+
+
+def _split_item(flag: str, item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"{flag} {item!r}: expected KEY=VALUE.")
+    return key, value
+
+
 def parse_loss_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["share_prompts=true", "num_microbatches=4"]`` -> typed ``LossConfig`` values; an unknown
     key or a value of the wrong type is refused with a message naming it."""
     from passk_jax import train as TR
 
-    fields = {f.name: f for f in dataclasses.fields(TR.LossConfig)}
+    sampling = ("temperature", "top_k", "top_p")
+    defaults = {f.name: f.default for f in dataclasses.fields(TR.LossConfig)}
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--loss-override {item!r}: expected KEY=VALUE.")
-        if key not in fields or key in ("temperature", "top_k", "top_p"):
-            known = sorted(set(fields) - {"temperature", "top_k", "top_p"})
+        key, value = _split_item("--loss-override", item)
+        if key not in defaults or key in sampling:
+            known = sorted(set(defaults) - set(sampling))
             raise SystemExit(
                 f"--loss-override {key!r}: not a loss option (known: {', '.join(known)}; the "
                 "sampling settings come from the config's rl section)."
             )
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1")
-            elif isinstance(default, (int, float)):
-                out[key] = type(default)(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise SystemExit(
-                f"--loss-override {key}={value!r}: expected a {type(default).__name__}."
-            ) from None
+        out[key] = _typed("--loss-override", key, value, defaults[key])
     return out
 
 
 def _parse_override(items: Sequence[str]) -> dict[str, Any]:
+    """``--model-override`` items -> Gemma2Config values (booleans typed; ``activation_batch_axes``
+    a comma-separated tuple; the rest as given, checked by ``Gemma2Config`` itself)."""
+    from passk_jax.models import gemma2
+
+    defaults = {f.name: f.default for f in dataclasses.fields(gemma2.Gemma2Config)}
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--model-override {item!r}: expected KEY=VALUE.")
+        key, value = _split_item("--model-override", item)
         if key == "activation_batch_axes":
             out[key] = tuple(a for a in value.split(",") if a) or None
-        elif isinstance(_model_field_defaults().get(key), bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SystemExit(f"--model-override {key}={value!r}: expected true or false.")
-            out[key] = value.lower() in ("true", "1")
+        elif isinstance(defaults.get(key), bool):
+            out[key] = _typed("--model-override", key, value, defaults[key])
         else:
             out[key] = value
     return out
-
-
-def _model_field_defaults() -> dict[str, Any]:
-    from passk_jax.models import gemma2
-
-    return {f.name: f.default for f in dataclasses.fields(gemma2.Gemma2Config)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -394,15 +394,8 @@ def _loss_and_metrics(params, ref_params, batch, norm, model_config, cfg: LossCo
     return loss, sums
 
 
-def _split_micro(batch: Mapping[str, Array], m: int, strided: bool) -> dict[str, Array]:
-    """``[B, ...] -> [m, B / m, ...]``. Strided: micro-batch i holds rows i, i + m, i + 2m, ...,
-    so a batch sharded over devices along B gives every micro-batch rows on every device (no
-    resharding between micro-batches); contiguous: rows i B / m ... (i + 1) B / m - 1."""
-    if strided:
-        return {
-            k: jnp.swapaxes(v.reshape(v.shape[0] // m, m, *v.shape[1:]), 0, 1)
-            for k, v in batch.items()
-        }
+def _split_micro(batch: Mapping[str, Array], m: int) -> dict[str, Array]:
+    """``[B, ...] -> [m, B / m, ...]``: contiguous micro-batches of rows."""
     return {k: v.reshape(m, v.shape[0] // m, *v.shape[1:]) for k, v in batch.items()}
 
 
@@ -453,20 +446,18 @@ def _accumulate(loss_fn, params, batch, m: int, strided: bool = False):
 
         xs = jnp.arange(m)
     else:
-        micro = _split_micro(batch, m, strided=False)
+        xs = _split_micro(batch, m)
 
         def take(mb):
             return mb
-
-        xs = micro
 
     def body(carry, x):
         (loss, sums), grads = grad_fn(params, take(x))
         acc = jax.tree.map(jnp.add, carry, (loss, grads, sums))
         return acc, None
 
-    zero_mb = jax.tree.map(lambda x: x[0], _split_micro(batch, m, strided))
-    shapes = jax.eval_shape(grad_fn, params, zero_mb)
+    first = jax.tree.map(lambda x: x[0], xs)
+    shapes = jax.eval_shape(lambda: grad_fn(params, take(first)))
     init = jax.tree.map(
         lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0][0], shapes[1], shapes[0][1])
     )
@@ -529,22 +520,22 @@ def train_step(
     if "kl" in sums:
         metrics["kl"] = sums["kl"] / ntok
     if group > 1:
-        prompts = {k: batch[k] for k in ("prompt_tokens", "prompt_mask")}
-        if cfg.num_microbatches > 1:  # the rows in the order the micro-batches see them
-            prompts = {
-                k: v.reshape(b, *v.shape[2:])
-                for k, v in _split_micro(prompts, cfg.num_microbatches, strided).items()
-            }
-        metrics["prompt_group_mismatch"] = _group_mismatch(prompts, group)
+        metrics["prompt_group_mismatch"] = _group_mismatch(
+            batch, group, cfg.num_microbatches if strided else 1
+        )
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
 
 
-def _group_mismatch(batch: Mapping[str, Array], g: int) -> Array:
-    """Rows whose (prompt, prompt mask) differ from the first row of their group of ``g``."""
+def _group_mismatch(batch: Mapping[str, Array], g: int, stride: int = 1) -> Array:
+    """Rows whose (prompt, prompt mask) differ from the first row of their prompt group of ``g``.
+
+    ``stride`` m > 1: the groups of strided micro-batches, rows ``r, r + m, ..., r + (g - 1) m``
+    (``g`` consecutive rows of one micro-batch), read as a view of the batch."""
     diff = None
     for key in ("prompt_tokens", "prompt_mask"):
-        x = batch[key].reshape(-1, g, batch[key].shape[-1])
+        x = batch[key]
+        x = x.reshape(-1, g, stride, x.shape[-1])
         d = jnp.any(x != x[:, :1], axis=-1)
         diff = d if diff is None else diff | d
     return jnp.sum(diff)

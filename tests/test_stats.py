@@ -196,3 +196,38 @@ def test_readme_study_block_is_generated_from_the_committed_results():
     text = RR.render(fake, None)
     assert "| PKPO | c | entropy | 8 | +0.50 [+0.25, +0.75] | **holds** |" in text
     assert "1 hold, 0 do not hold, 0 inconclusive" in text
+
+
+def test_claims_part2_writes_its_own_results(tmp_path):
+    """--part 2: only part-2 methods are read, its claims (including repeated part-1 claims
+    whose methods it re-runs) get verdicts, and its figures go next to its own results file."""
+    import json
+    import types
+
+    from experiments import claims as C
+
+    args = types.SimpleNamespace(
+        warm=2, seeds=4, out=str(tmp_path / "runs"), quick=False, margin=3.0, steps=5,
+        sft_steps=1, part=2,
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    pair = rng.normal(0, 0.1, (2, 4))
+    gains = {"pkpo k4": 0.0, "chen k4 without 1/sigma": 0.001, "pkpo k1": 0.2}
+    for name, gain in gains.items():
+        for w in range(2):
+            for s in range(4):
+                d = C.run_dir(args, name, w, s)
+                os.makedirs(d)
+                base = 0.4 + pair[w, s] + gain
+                with open(os.path.join(d, "final_metrics.json"), "w") as f:
+                    json.dump({f"eval/pass@{k}": base for k in (1, 2, 4, 8, 16)}, f)
+                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                    rec = {"step": 1, "train/reward_mean": base, "train/entropy": 1.0}
+                    f.write(json.dumps(rec) + "\n")
+    md = str(tmp_path / "claims_part2.md")
+    text = C.write_results(args, md)
+    rows = {v["claim"]: v for v in json.load(open(md[:-3] + ".json"))["verdicts"]}
+    assert rows["without 1/sigma, Chen k4 matches PKPO k4 (pass@4)"]["verdict"] == "holds"
+    assert "k_opt = 4 raises pass@4 over k_opt = 1" not in rows  # pkpo k1 is not in part 2
+    assert "part 2" in text.splitlines()[0]
+    assert os.path.exists(tmp_path / "claims_part2" / "verdicts.png")

@@ -310,6 +310,22 @@ def test_shared_prompt_mismatch_is_reported():
     state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
     _, m = TR.jit_train_step(tx, cfg, TR.LossConfig(), sh, mesh, group_size=4)(state, batch)
     assert float(m["prompt_group_mismatch"]) == 2.0
+    # Strided micro-batches (m = 2): the prompt groups are rows {1, 3} and {4, 6} of the
+    # micro-batches; each corrupted row differs from its group's first row exactly once.
+    for split in ("strided", "contiguous"):
+        lc = TR.LossConfig(num_microbatches=2, micro_split=split)
+        state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
+        _, m = TR.jit_train_step(tx, cfg, lc, sh, mesh, group_size=4)(state, batch)
+        assert float(m["prompt_group_mismatch"]) == 2.0, split
+    clean = {
+        **batch,
+        "prompt_tokens": TR.make_batch(prompt, pmask, tokens, mask, old_logp, w)["prompt_tokens"],
+    }
+    lc = TR.LossConfig(num_microbatches=2, micro_split="strided")
+    state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
+    _, m = TR.jit_train_step(tx, cfg, lc, sh, mesh, group_size=4)(state, clean)
+    assert float(m["prompt_group_mismatch"]) == 0.0
+    state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)
     with pytest.raises(ValueError, match="group_size=3 does not divide"):
         TR.completion_logits(state.params, cfg, batch, 3)
     state, sh = TR.create_train_state(cfg, tx, mesh, seed=0)

@@ -143,7 +143,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.max_prompt_len = 64 if quick else 512  # our choice; longer prompts keep their last tokens
     config_lib.pretrained_model_sections(c, opts, kind=f"gemma2_{size}", ckpt=ckpt, quick=quick)
     big = size == "27b" and not quick
-    if big:  # planned on v5e:8x16: 13.52 GB per chip with both, 20.07 GB with the fused matmuls
+    if big:  # planned on v5e:8x16, per row: 13.52 GB per chip, 20.05 GB with the fused matmuls
         c.model.overrides["matmul_projections"] = False
 
     # ---- RL ----------------------------------------------------------------------------------------

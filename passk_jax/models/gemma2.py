@@ -490,17 +490,17 @@ class FeedForward(nn.Module):
             self, "gating_einsum", (2, c.hidden_dim, c.embed_dim), (None, "mlp", "embed"), init, c
         )
         linear = _param(self, "linear", (c.hidden_dim, c.embed_dim), ("mlp", "embed"), init, c)
-        if not c.matmul_projections:  # plain einsums, gate and up apart, autodiff gradients
-            w = gating.astype(x_BTD.dtype)
-            gate_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, w[0])
-            up_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, w[1])
-        else:
-            gate_up_BTCF = _matmul_wt(x_BTD, gating.astype(x_BTD.dtype), x_BTD.dtype)
+        gating, linear = gating.astype(x_BTD.dtype), linear.astype(x_BTD.dtype)
+        if c.matmul_projections:  # gate and up as one dot, hand-written gradients
+            gate_up_BTCF = _matmul_wt(x_BTD, gating, x_BTD.dtype)
             gate_BTF, up_BTF = gate_up_BTCF[..., 0, :], gate_up_BTCF[..., 1, :]
+        else:  # plain einsums, gate and up apart, autodiff gradients
+            gate_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, gating[0])
+            up_BTF = jnp.einsum("BTD,FD->BTF", x_BTD, gating[1])
         act_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
-        if not c.matmul_projections:
-            return jnp.einsum("BTF,FD->BTD", act_BTF, linear.astype(x_BTD.dtype))
-        return _matmul_w(act_BTF, linear.astype(x_BTD.dtype))
+        if c.matmul_projections:
+            return _matmul_w(act_BTF, linear)
+        return jnp.einsum("BTF,FD->BTD", act_BTF, linear)
 
 
 class Embedder(nn.Module):
