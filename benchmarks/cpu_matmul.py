@@ -3,8 +3,9 @@
 ``benchmarks/train_step.py`` times the whole step; this one times each 2-D matmul the per-row step
 of its ``small`` config runs (the same shapes and operand forms as ``models/gemma2.py``:
 ``_matmul_w`` / ``_matmul_wt`` forward, input gradient and weight gradient; the attention's batched
-score products are not included), one shape at a time, the three libraries in alternating blocks, and sums them with their per-step counts. The total says how much of the gap between
-the JAX and the torch step is matmul kernel speed, which no change to the model code removes.
+score products are not included), one shape at a time, the three libraries in alternating blocks,
+and sums them with their per-step counts. The total says how much of the gap between the JAX and
+the torch step is the libraries' matmul kernels on these shapes and forms.
 
 Forms: ``NN`` = ``a @ b``, ``NT`` = ``a @ b.T``, ``TN`` = ``a.T @ b`` (the weight gradients
 contract the token axis). torch and NumPy get transposed *views* (no copies), as their BLAS
