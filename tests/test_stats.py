@@ -130,6 +130,30 @@ def test_maze_study_claims_are_paired_verdicts():
     assert any("hard split, k_opt=4" in x and "fewer than 2 paired seeds" in x for x in lines)
 
 
+def _write_fake_claim_runs(C, args, gains: dict[str, float], seed: int) -> None:
+    """Finished run directories for experiments/claims.py: every method of ``gains`` at 2 warm
+    starts x 4 seeds, each metric = 0.4 + a (warm, seed) effect shared by every method + its gain."""
+    import json
+
+    pair_effect = np.random.default_rng(seed).normal(0, 0.1, (2, 4))
+    for name, gain in gains.items():
+        for w in range(2):
+            for s in range(4):
+                d = C.run_dir(args, name, w, s)
+                os.makedirs(d)
+                base = 0.4 + pair_effect[w, s] + gain
+                fin = {f"eval/pass@{k}": base for k in (1, 2, 4, 8, 16)}
+                fin["train/cum_solve_rate"] = base
+                with open(os.path.join(d, "final_metrics.json"), "w") as f:
+                    json.dump(fin, f)
+                with open(os.path.join(d, "run_config.json"), "w") as f:
+                    f.write("{}")
+                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                    for t in range(5):
+                        rec = {"step": t + 1, "train/reward_mean": base, "train/entropy": 1.0}
+                        f.write(json.dumps({**rec, "train/neg_distinct": 3.0 + gain}) + "\n")
+
+
 def test_claims_study_verdicts_come_from_the_runs_it_finds(tmp_path):
     """experiments/claims.py reads finished run directories, pairs them by (warm start, seed) and
     writes each claim's verdict from the paired differences; a claim without two finished pairs
@@ -149,25 +173,8 @@ def test_claims_study_verdicts_come_from_the_runs_it_finds(tmp_path):
         sft_steps=1,
         part=1,
     )
-    rng = np.random.default_rng(0)
-    pair_effect = rng.normal(0, 0.1, (2, 4))  # shared by every method of a (warm, seed) pair
     gains = {"pkpo k4": 0.05, "pkpo k1": 0.0, "pkpo anneal 8->1": 0.001}
-    for name, gain in gains.items():
-        for w in range(2):
-            for s in range(4):
-                d = C.run_dir(args, name, w, s)
-                os.makedirs(d)
-                base = 0.4 + pair_effect[w, s] + gain
-                fin = {f"eval/pass@{k}": base for k in (1, 2, 4, 8, 16)}
-                fin["train/cum_solve_rate"] = base
-                with open(os.path.join(d, "final_metrics.json"), "w") as f:
-                    json.dump(fin, f)
-                with open(os.path.join(d, "run_config.json"), "w") as f:
-                    f.write("{}")
-                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
-                    for t in range(5):
-                        rec = {"step": t + 1, "train/reward_mean": base, "train/entropy": 1.0}
-                        f.write(json.dumps({**rec, "train/neg_distinct": 3.0 + gain}) + "\n")
+    _write_fake_claim_runs(C, args, gains, seed=0)
     md = str(tmp_path / "claims.md")
     text = C.write_results(args, md)
     rows = {v["claim"]: v for v in json.load(open(md[:-3] + ".json"))["verdicts"]}
@@ -210,20 +217,8 @@ def test_claims_part2_writes_its_own_results(tmp_path):
         warm=2, seeds=4, out=str(tmp_path / "runs"), quick=False, margin=3.0, steps=5,
         sft_steps=1, part=2,
     )  # fmt: skip
-    rng = np.random.default_rng(1)
-    pair = rng.normal(0, 0.1, (2, 4))
     gains = {"pkpo k4": 0.0, "chen k4 without 1/sigma": 0.001, "pkpo k1": 0.2}
-    for name, gain in gains.items():
-        for w in range(2):
-            for s in range(4):
-                d = C.run_dir(args, name, w, s)
-                os.makedirs(d)
-                base = 0.4 + pair[w, s] + gain
-                with open(os.path.join(d, "final_metrics.json"), "w") as f:
-                    json.dump({f"eval/pass@{k}": base for k in (1, 2, 4, 8, 16)}, f)
-                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
-                    rec = {"step": 1, "train/reward_mean": base, "train/entropy": 1.0}
-                    f.write(json.dumps(rec) + "\n")
+    _write_fake_claim_runs(C, args, gains, seed=1)
     md = str(tmp_path / "claims_part2.md")
     text = C.write_results(args, md)
     rows = {v["claim"]: v for v in json.load(open(md[:-3] + ".json"))["verdicts"]}

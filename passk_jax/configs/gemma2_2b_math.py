@@ -35,7 +35,7 @@ FSDP / ZeRO-3 over every device, which is what a 2B model wants):
   v5e:8x16 at 512 + 1024 tokens with this config's levers (full remat, activations on the batch
   axes) and the RL learner step's shared prompt pass (one per group of 16 samples): 10.94 GB per
   chip (0.28 GB arguments, 10.66 GB temporaries), so it fits; 4 sequences per chip do not
-  (16.28 GB). The rollout needs 0.56 GB (prefill) / 1.13 GB (decode) per chip
+  (16.28 GB). The rollout needs 0.55 GB (prefill) / 1.13 GB (decode) per chip
   (``benchmarks/results/plan.md``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=8`` (4 sequences per GPU
   per micro-batch).
