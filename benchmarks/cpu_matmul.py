@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from passk_jax.testing import cpu_model
+
 
 def small_config():
     """``benchmarks/train_step.py``'s ``small`` model config."""
@@ -124,7 +126,7 @@ def main() -> None:
     lines = [
         "## The small train step's matmuls: XLA:CPU vs torch vs NumPy",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}"
+        f"Machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores, jax {jax.__version__}"
         + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else "")
         + f", NumPy {np.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}. "
         f"float32, per shape the median of {2 * (args.repeats // 2 + 1)} calls per library, timed in blocks "

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -130,10 +129,12 @@ def main() -> None:
 
     import jax
 
+    from passk_jax.testing import cpu_model
+
     lines = [
         "## RL step: driver speed-up and time split",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPU cores "
         f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), jax {jax.__version__} (cpu). `passk_jax/configs/maze_tiny.py:steps={args.steps}`, "
         "no warm start (random weights), 16 prompts x 16 samples x 16 new tokens per step, "
         f"{args.eval_prompts} eval prompts x 16 samples once at the end. Median of the per-step "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 from passk_jax import sampler
 from passk_jax.checkpoints import load_hf_gemma2
 from passk_jax.models.gemma2 import Gemma2Config
-from passk_jax.testing import hf_gemma2, interleaved_medians
+from passk_jax.testing import cpu_model, hf_gemma2, interleaved_medians
 
 
 def main() -> None:
@@ -102,7 +101,7 @@ def main() -> None:
     header = (
         f"Sampler throughput, tiny Gemma-2 (random weights, vocabulary {cfg.vocab_size}), P={p} "
         f"prompts x n={n} samples x {t} "
-        f"new tokens, prompt length {args.prompt_len}; {platform.processor() or platform.machine()}, "
+        f"new tokens, prompt length {args.prompt_len}; {cpu_model()}, "
         f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()}); median of "
         f"{args.repeats} interleaved rounds after warm-up (each round runs all three)."
     )

@@ -84,7 +84,7 @@ from passk_jax import sharding as S
 from passk_jax import train as TR
 from passk_jax.checkpoints import load_hf_gemma2
 from passk_jax.models.gemma2 import Gemma2Config
-from passk_jax.testing import hf_gemma2, interleaved_medians
+from passk_jax.testing import cpu_model, hf_gemma2, interleaved_medians
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -227,7 +227,7 @@ def _machine_line(args, cfg, n_params: int) -> str:
         torch_v = "no torch"
     dev = jax.devices()[0]
     return (
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"Machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores "
         f"(1-minute load average {os.getloadavg()[0]:.1f} at the end), "
         f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
         f"{getattr(dev, 'device_kind', dev.platform)}), {torch_v}. Model `{args.config}`: "
@@ -278,6 +278,7 @@ def _compare_allocators(args, argv: list[str], out_path: str) -> None:
     lines = [
         "## Summary: JAX train step vs eager torch per host allocator",
         "",
+        f"Host: {cpu_model()}, {os.cpu_count()} CPU cores. "
         "Each row is its own child process; within it the JAX and torch steps are timed in "
         "interleaved rounds (same process, same allocator, same load). Allocators: "
         + "; ".join(

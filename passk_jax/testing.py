@@ -7,6 +7,7 @@ helpers here (fake rollout batches, ...).
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -178,6 +179,22 @@ def hf_gemma2(
         **({"attn_implementation": "eager"} if eager else {}),
     )
     return transformers.Gemma2ForCausalLM(hf_config)
+
+
+def cpu_model() -> str:
+    """The CPU's ``model name`` from /proc/cpuinfo (e.g. ``AMD EPYC``), else ``platform.machine()``.
+
+    Recorded with every CPU timing: XLA:CPU's and torch's matmul kernels rank differently on
+    different hosts of the same size, so a ratio is only meaningful together with the host.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def interleaved_medians(
