@@ -1,10 +1,12 @@
-"""README's train-step tables must say what the saved benchmark results say.
+"""README and config docstrings must say what the saved benchmark results say.
 
-The train-step section of README copies numbers from `benchmarks/results/train_step*.md` (two runs
-side by side as "a / b", or one run). A figure typed by hand can drift from its file; this test
-reads both and fails on any cell that differs.
+README copies numbers from `benchmarks/results/`: the train-step tables (two runs side by side as
+"a / b", or one run), the CPU-matmul totals, and the planner's per-chip memory figures, which the
+Gemma-2 configs' docstrings also state. A figure typed by hand can drift from its file; these tests
+read both and fail on any figure that differs.
 """
 
+import json
 import pathlib
 import re
 
@@ -140,3 +142,83 @@ def test_readme_cpu_matmul_totals_match_results():
     for m, name in ((earlier, "cpu_matmul_earlier.md"), (current, "cpu_matmul.md")):
         xla, torch, ratio, numpy = m.groups()
         assert (xla, torch, numpy, ratio) == _matmul_totals(name), name
+
+
+def _gb(name, index, field="total_bytes"):
+    r = json.loads((RESULTS / name).read_text())["results"][index]
+    return f"{r[field] / 1e9:.2f}"
+
+
+# (README phrase with {} for the figure, results file, result index, byte field)
+PLAN_FIGURES = [
+    ("group of 16) needs **{} GB per chip**", "plan_2b_v5e_8x16.json", 0, "total_bytes"),
+    ("4 sequences per chip do not fit ({} GB)", "plan_2b_v5e_8x16_search.json", 1, "total_bytes"),
+    ("(1536 + 256, a prompt pass per row) **{} GB**", "plan_9b_v5e_8x16.json", 0, "total_bytes"),
+    ("512 + 1024) **{} GB** with", "plan_27b_v5e_8x16.json", 0, "total_bytes"),
+    ("does not fit 9B ({} GB)", "plan_9b_group_v5e_8x16.json", 0, "total_bytes"),
+    ("(16 x 16) need {} / ", "plan_9b_sampler_v5e_8x16.json", 0, "total_bytes"),
+    ("/ {} GB (9B)", "plan_9b_sampler_v5e_8x16.json", 1, "total_bytes"),
+    ("GB (9B) and {} / ", "plan_27b_sampler_v5e_8x16.json", 0, "total_bytes"),
+    ("/ {} GB (27B)", "plan_27b_sampler_v5e_8x16.json", 1, "total_bytes"),
+    ("the 2B step needs {} GB of temporaries", "plan_2b_v5e_8x16_nolevers.json", 0, "temp_bytes"),
+    ("**{} GB (prefill)", "plan_2b_sampler_v5e_8x16.json", 0, "total_bytes"),
+    ("and {} GB (decode) per chip**", "plan_2b_sampler_v5e_8x16.json", 1, "total_bytes"),
+]
+
+
+@pytest.mark.parametrize("phrase,name,index,field", PLAN_FIGURES)
+def test_readme_plan_figures_match_results(phrase, name, index, field):
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    expected = phrase.format(_gb(name, index, field))
+    assert expected in readme, f"README should say {expected!r} (from {name})"
+
+
+def test_readme_9b_batch_search_matches_results():
+    rows = json.loads((RESULTS / "plan_9b_v5e_8x16_search.json").read_text())["results"]
+    by_batch = {r["batch"] // r["num_devices"]: f"{r['total_bytes'] / 1e9:.2f}" for r in rows}
+    fits = " / ".join(by_batch[b] for b in (4, 8, 10, 12))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"also fit ({fits} GB; 16 do not, {by_batch[16]} GB)" in readme
+
+
+CONFIGS = ROOT / "experiments" / "configs"
+
+# (config file, phrase with {} for the figure, results file, result index, byte field)
+CONFIG_FIGURES = [
+    (
+        "gemma2_2b_math.py",
+        "of 16 samples): {} GB per chip",
+        "plan_2b_v5e_8x16.json",
+        0,
+        "total_bytes",
+    ),
+    ("gemma2_2b_math.py", "{} GB temporaries", "plan_2b_v5e_8x16.json", 0, "temp_bytes"),
+    ("gemma2_2b_math.py", "do not ({} GB)", "plan_2b_v5e_8x16_search.json", 1, "total_bytes"),
+    (
+        "gemma2_2b_math.py",
+        "needs {} GB (prefill)",
+        "plan_2b_sampler_v5e_8x16.json",
+        0,
+        "total_bytes",
+    ),
+    ("gemma2_2b_math.py", "/ {} GB (decode)", "plan_2b_sampler_v5e_8x16.json", 1, "total_bytes"),
+    ("gemma2_2b_math.py", "it plans at {} GB", "plan_27b_v5e_8x16.json", 0, "total_bytes"),
+    ("gemma2_2b_math.py", "rollout at {} / ", "plan_27b_sampler_v5e_8x16.json", 0, "total_bytes"),
+    ("gemma2_9b_arc.py", "{} GB per chip (", "plan_9b_v5e_8x16.json", 0, "total_bytes"),
+    ("gemma2_9b_arc.py", "would need {} GB", "plan_9b_group_v5e_8x16.json", 0, "total_bytes"),
+    (
+        "gemma2_9b_arc.py",
+        "needs {} GB (prefill)",
+        "plan_9b_sampler_v5e_8x16.json",
+        0,
+        "total_bytes",
+    ),
+    ("gemma2_9b_arc.py", "/ {} GB (decode)", "plan_9b_sampler_v5e_8x16.json", 1, "total_bytes"),
+]
+
+
+@pytest.mark.parametrize("config,phrase,name,index,field", CONFIG_FIGURES)
+def test_config_docstring_plan_figures_match_results(config, phrase, name, index, field):
+    text = " ".join((CONFIGS / config).read_text().split())
+    expected = phrase.format(_gb(name, index, field))
+    assert expected in text, f"{config} should say {expected!r} (from {name})"
