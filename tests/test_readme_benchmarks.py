@@ -203,6 +203,9 @@ CONFIG_FIGURES = [
     ),
     ("gemma2_2b_math.py", "/ {} GB (decode)", "plan_2b_sampler_v5e_8x16.json", 1, "total_bytes"),
     ("gemma2_2b_math.py", "it plans at {} GB", "plan_27b_v5e_8x16.json", 0, "total_bytes"),
+    ("gemma2_2b_math.py", "{} GB per chip at 2 sequences", "plan_2b_v5e4x4.json", 0, "total_bytes"),
+    ("gemma2_2b_math.py", "{} GB at 4;", "plan_2b_v5e4x4.json", 1, "total_bytes"),
+    ("gemma2_2b_math.py", "do not fit ({} GB)", "plan_2b_v5e4x4.json", 2, "total_bytes"),
     ("gemma2_2b_math.py", "rollout at {} / ", "plan_27b_sampler_v5e_8x16.json", 0, "total_bytes"),
     ("gemma2_9b_arc.py", "{} GB per chip (", "plan_9b_v5e_8x16.json", 0, "total_bytes"),
     ("gemma2_9b_arc.py", "would need {} GB", "plan_9b_group_v5e_8x16.json", 0, "total_bytes"),
@@ -222,3 +225,18 @@ def test_config_docstring_plan_figures_match_results(config, phrase, name, index
     text = " ".join((CONFIGS / config).read_text().split())
     expected = phrase.format(_gb(name, index, field))
     assert expected in text, f"{config} should say {expected!r} (from {name})"
+
+
+def test_readme_v5e_4x4_figures_match_results():
+    rows = json.loads((RESULTS / "plan_2b_v5e4x4.json").read_text())["results"]
+    gb = {r["batch"] // r["num_devices"]: f"{r['total_bytes'] / 1e9:.2f}" for r in rows}
+    fits = {r["batch"] // r["num_devices"]: r["fits"] for r in rows}
+    assert fits == {2: True, 4: True, 5: False, 6: False}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"per chip need **{gb[2]} GB per chip**, 4 sequences {gb[4]} GB, 5 do not fit ({gb[5]} GB), "
+        f"6 neither ({gb[6]} GB)" in readme
+    )
+    plan = (RESULTS / "plan.md").read_text()
+    for b in (2, 4, 5, 6):
+        assert f"| {gb[b]} GB |" in plan or f"| **{gb[b]} GB** |" in plan, b

@@ -37,6 +37,9 @@ FSDP / ZeRO-3 over every device, which is what a 2B model wants):
   chip (0.28 GB arguments, 10.66 GB temporaries), so it fits; 4 sequences per chip do not
   (16.28 GB). The rollout needs 0.55 GB (prefill) / 1.13 GB (decode) per chip
   (``benchmarks/results/plan.md``).
+* TPU v5e-16 (4x4): ``mesh=1x16x1`` (= the default); planned at 512 + 512 tokens with ``micro=1``
+  (every sequence of a chip in one pass): 10.60 GB per chip at 2 sequences per chip, 14.72 GB at 4;
+  5 do not fit (16.21 GB) (``benchmarks/results/plan_2b_v5e4x4.json``).
 * one 8-GPU host (8 x H100 80 GB): ``mesh=1x8x1`` (= the default), ``micro=8`` (4 sequences per GPU
   per micro-batch).
 * Multi-host: run the same command on every host with ``PASSK_DISTRIBUTED=1`` (TPU pods, SLURM) or
